@@ -1,0 +1,28 @@
+"""jaxagree: find the stimuli on which many vision models disagree, and use them to tell models apart."""
+
+from jaxagree.accuracy import AccuracyBins, accuracy_bins, model_accuracy
+from jaxagree.agreement import (
+    contrastive_stimuli,
+    error_consistency,
+    fleiss_kappa,
+    per_stimulus_agreement,
+)
+from jaxagree.counts import AgreementStats, agreement_stats, count_predictions, merge_stats
+from jaxagree.sharding import stimulus_mesh
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccuracyBins",
+    "AgreementStats",
+    "accuracy_bins",
+    "agreement_stats",
+    "contrastive_stimuli",
+    "count_predictions",
+    "error_consistency",
+    "fleiss_kappa",
+    "merge_stats",
+    "model_accuracy",
+    "per_stimulus_agreement",
+    "stimulus_mesh",
+]

@@ -1,0 +1,202 @@
+"""Per-stimulus agreement (Eq. 1), Fleiss' kappa, contrastive stimuli and error consistency.
+
+Agreement and kappa are pure functions of the counts ``T [..., stimuli, categories]``, or of the
+:class:`~jaxagree.AgreementStats` that :func:`~jaxagree.agreement_stats` computes directly from
+predictions; both give identical results.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from jaxagree._checks import is_traced, require_ndim, require_positive_int
+from jaxagree._typing import AnyArray
+from jaxagree.counts import AgreementStats, check_counts, stats_from_counts
+
+KappaMethod = Literal["fleiss", "randolph"]
+
+
+def _as_stats(counts_or_stats) -> AgreementStats:
+    if isinstance(counts_or_stats, AgreementStats):
+        return counts_or_stats
+    check_counts(counts_or_stats)
+    return stats_from_counts(jnp.asarray(counts_or_stats))
+
+
+@jax.jit
+def _agreement(n: Array, sum_squares: Array) -> Array:
+    # (sum_j T_ij^2 - n_i) is exact in int32; only the final division rounds.
+    nf = n.astype(jnp.float32)
+    agree = (sum_squares - n).astype(jnp.float32) / (nf * (nf - 1.0))
+    return jnp.where(n >= 2, agree, jnp.nan)
+
+
+def per_stimulus_agreement(
+    counts: Int[AnyArray, "*subsets stimuli categories"] | AgreementStats,
+) -> Float[Array, "*subsets stimuli"]:
+    """Eq. 1: the share of ordered model pairs that agree on each stimulus.
+
+    ``p_i = (sum_j T_ij**2 - n_i) / (n_i (n_i - 1))`` with ``n_i = sum_j T_ij``, in ``[0, 1]``.
+
+    Args:
+      counts: ``int [..., stimuli, categories]`` count table, or :class:`AgreementStats`.
+
+    Returns:
+      ``float32 [..., stimuli]``; NaN where fewer than 2 models responded.
+    """
+    stats = _as_stats(counts)
+    return _agreement(stats.n_raters, stats.sum_squares)
+
+
+def _accurate_mean(x: Array, valid: Array) -> Array:
+    """Mean over the last axis of ``x`` where ``valid``, summed in two levels for float32."""
+    width = 256
+    pad = (-x.shape[-1]) % width
+    widths = [(0, 0)] * (x.ndim - 1) + [(0, pad)]
+    values = jnp.pad(jnp.where(valid, x, 0.0), widths).reshape(*x.shape[:-1], -1, width)
+    total = values.sum(-1).sum(-1)
+    count = valid.sum(-1)
+    return jnp.where(count > 0, total / jnp.maximum(count, 1).astype(jnp.float32), jnp.nan)
+
+
+@partial(jax.jit, static_argnames="method")
+def _kappa(n, sum_squares, category_totals, *, method: KappaMethod):
+    agree = _agreement(n, sum_squares)
+    p_bar = _accurate_mean(agree, n >= 2)
+    num_categories = category_totals.shape[-1]
+    if method == "fleiss":
+        totals = category_totals.astype(jnp.float32)
+        share = totals / totals.sum(-1, keepdims=True)
+        p_e = (share * share).sum(-1)
+    else:
+        p_e = jnp.full(p_bar.shape, 1.0 / num_categories, jnp.float32)
+    # Every rating in one category: chance agreement is 1 and kappa is undefined.
+    return jnp.where(p_e < 1.0, (p_bar - p_e) / (1.0 - p_e), jnp.nan)
+
+
+def fleiss_kappa(
+    counts: Int[AnyArray, "*subsets stimuli categories"] | AgreementStats,
+    *,
+    method: KappaMethod = "fleiss",
+) -> Float[Array, "*subsets"]:
+    """Fleiss' kappa (Fleiss 1971) of a count table; raters may vary per stimulus.
+
+    ``P_bar`` is the mean of Eq. 1 over stimuli with at least 2 raters; ``p_j`` pools all ratings
+    (``sum_i T_ij / sum_i n_i``). ``method="fleiss"`` uses ``P_e = sum_j p_j**2``;
+    ``method="randolph"`` uses the free-marginal ``P_e = 1 / categories`` (Randolph 2005). With the
+    same number of raters on every stimulus this equals statsmodels' ``fleiss_kappa``.
+
+    Args:
+      counts: ``int [..., stimuli, categories]`` count table, or :class:`AgreementStats`.
+      method: ``"fleiss"`` (default) or ``"randolph"``.
+
+    Returns:
+      ``float32 [...]``; NaN when no stimulus has 2 raters or all ratings fall in one category.
+    """
+    if method not in ("fleiss", "randolph"):
+        raise ValueError(f"method must be 'fleiss' or 'randolph', got {method!r}")
+    stats = _as_stats(counts)
+    totals = stats.category_totals
+    if isinstance(totals, np.ndarray):  # int64 totals of a merged run beyond the int32 range
+        totals = totals.astype(np.float32)
+    return _kappa(stats.n_raters, stats.sum_squares, totals, method=method)
+
+
+@partial(jax.jit, static_argnames="k")
+def _lowest(agreement: Array, k: int) -> Array:
+    # top_k keeps the lower index first among equal values; NaN becomes the largest value.
+    key = -jnp.where(jnp.isnan(agreement), jnp.inf, agreement)
+    return jax.lax.top_k(key, k)[1].astype(jnp.int32)
+
+
+def contrastive_stimuli(
+    agreement: Float[AnyArray, "*subsets stimuli"], k: int
+) -> Int[Array, "*subsets k"]:
+    """Indices of the ``k`` lowest-agreement stimuli, lowest first; ties go to the lower index.
+
+    Stimuli whose agreement is NaN (fewer than 2 raters) are never selected.
+
+    Args:
+      agreement: ``float [..., stimuli]`` from :func:`per_stimulus_agreement`.
+      k: how many stimuli to select per row (static).
+
+    Returns:
+      ``int32 [..., k]``.
+    """
+    k = require_positive_int("k", k)
+    agreement = agreement if hasattr(agreement, "dtype") else np.asarray(agreement)
+    if agreement.ndim < 1:
+        raise ValueError("agreement must have a stimulus axis, got a scalar")
+    if not jnp.issubdtype(agreement.dtype, jnp.floating):
+        raise ValueError(f"agreement must be a float array, got dtype {agreement.dtype}")
+    if not is_traced(agreement):
+        defined = np.asarray(jnp.sum(~jnp.isnan(jnp.asarray(agreement)), axis=-1)).reshape(-1)
+        if k > defined.min():
+            row = int(np.argmin(defined))
+            where = f" (row {row})" if defined.size > 1 else ""
+            raise ValueError(
+                f"k={k} is larger than the {int(defined[row])} stimuli with an agreement value"
+                f"{where}; stimuli with fewer than 2 raters have none"
+            )
+    elif k > agreement.shape[-1]:
+        raise ValueError(f"k={k} is larger than the number of stimuli ({agreement.shape[-1]})")
+    return _lowest(jnp.asarray(agreement, jnp.float32), k)
+
+
+@jax.jit
+def _error_consistency(correct: Array) -> Array:
+    right = correct.astype(jnp.float32)
+    num_stimuli = right.shape[1]
+    # 0/1 products are exact in float32 (and in TF32) up to 2**24 stimuli.
+    both_right = jnp.matmul(right, right.T, precision=jax.lax.Precision.HIGHEST)
+    n_right = right.sum(1)
+    both_wrong = num_stimuli - n_right[:, None] - n_right[None, :] + both_right
+    c_obs = (both_right + both_wrong) / num_stimuli
+    p = n_right / num_stimuli
+    c_exp = p[:, None] * p[None, :] + (1 - p[:, None]) * (1 - p[None, :])
+    kappa = jnp.where(jnp.eye(correct.shape[0], dtype=bool), 1.0, (c_obs - c_exp) / (1.0 - c_exp))
+    return jnp.where(c_exp < 1.0, kappa, jnp.nan)
+
+
+def error_consistency(correct: Bool[AnyArray, "models stimuli"]) -> Float[Array, "models models"]:
+    """Error consistency (Geirhos, Meding & Wichmann 2020) of every pair of models at once.
+
+    Cohen's kappa on trial-by-trial correctness: ``c_obs`` is the share of stimuli both models
+    get right or both get wrong, ``c_exp = p1 p2 + (1 - p1)(1 - p2)`` from their accuracies,
+    ``kappa = (c_obs - c_exp) / (1 - c_exp)``.
+
+    Args:
+      correct: ``bool [models, stimuli]``, whether each model was right on each stimulus (a
+        missing response counts as wrong).
+
+    Returns:
+      ``float32 [models, models]``, symmetric; NaN for pairs where ``c_exp == 1`` (a model that
+      is always right or always wrong paired with one that is the same).
+    """
+    correct = correct if hasattr(correct, "dtype") else np.asarray(correct)
+    require_ndim("correct", correct, 2, "models, stimuli")
+    if correct.dtype != jnp.bool_:
+        raise ValueError(
+            f"correct must be a bool array [models, stimuli], got dtype {correct.dtype}; "
+            "use predictions == labels"
+        )
+    if correct.shape[0] < 2:
+        raise ValueError(f"correct has {correct.shape[0]} model(s); error consistency needs 2")
+    if correct.shape[1] < 1:
+        raise ValueError("correct has no stimuli (shape [models, 0])")
+    return _error_consistency(jnp.asarray(correct))
+
+
+__all__ = [
+    "KappaMethod",
+    "contrastive_stimuli",
+    "error_consistency",
+    "fleiss_kappa",
+    "per_stimulus_agreement",
+]

@@ -1,0 +1,143 @@
+"""The agreement analysis of the paper (Fig. 3, Fig. 4) on one prediction table.
+
+Overall: per-stimulus agreement, Fleiss' kappa, the ``k`` contrastive (lowest-agreement) stimuli.
+With labels: per-model accuracy, models binned by accuracy, and for each bin Fleiss' kappa over
+all stimuli and over that bin's own ``k`` contrastive stimuli.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from jaxagree.accuracy import AccuracyBins, accuracy_bins, model_accuracy
+from jaxagree.agreement import contrastive_stimuli, fleiss_kappa, per_stimulus_agreement
+from jaxagree.counts import agreement_stats, count_predictions
+
+
+class BinResults(NamedTuple):
+    """Agreement within each accuracy bin.
+
+    Attributes:
+      bins: the bins (mask and accuracy range).
+      agreement: ``float32 [bins, stimuli]`` Eq. 1 over each bin's models.
+      kappa_all: ``float32 [bins]`` Fleiss' kappa over all stimuli.
+      contrastive: ``int32 [bins, k]`` each bin's k lowest-agreement stimuli.
+      kappa_contrastive: ``float32 [bins]`` Fleiss' kappa over those stimuli.
+    """
+
+    bins: AccuracyBins
+    agreement: np.ndarray
+    kappa_all: np.ndarray
+    contrastive: np.ndarray
+    kappa_contrastive: np.ndarray
+
+
+class AgreementAnalysis(NamedTuple):
+    """Results of :func:`analyse_agreement`.
+
+    Attributes:
+      fleiss_kappa: Fleiss' kappa over all models and stimuli.
+      randolph_kappa: free-marginal kappa (Randolph 2005).
+      agreement: ``float32 [stimuli]`` Eq. 1 (NaN where fewer than 2 models responded).
+      n_raters: ``int32 [stimuli]`` models that responded.
+      k: number of contrastive stimuli.
+      contrastive: ``int32 [k]`` the k lowest-agreement stimuli, lowest first.
+      contrastive_kappa: Fleiss' kappa of all models over the contrastive stimuli.
+      accuracy: ``float32 [models]`` with labels, else None.
+      per_bin: :class:`BinResults` with labels, else None.
+    """
+
+    fleiss_kappa: float
+    randolph_kappa: float
+    agreement: np.ndarray
+    n_raters: np.ndarray
+    k: int
+    contrastive: np.ndarray
+    contrastive_kappa: float
+    accuracy: np.ndarray | None
+    per_bin: BinResults | None
+
+
+def default_k(num_with_agreement: int) -> int:
+    """2% of the stimuli, at most 1,000 (the paper: 1,000 of ImageNet's 50,000)."""
+    return max(1, min(1000, num_with_agreement // 50))
+
+
+def default_num_bins(num_models: int) -> int:
+    """Up to 10 bins with at least 5 models each."""
+    return max(1, min(10, num_models // 5))
+
+
+def _kappa_on(preds: np.ndarray, stimuli: np.ndarray, num_categories: int) -> float:
+    return float(fleiss_kappa(count_predictions(preds[:, stimuli], num_categories=num_categories)))
+
+
+def analyse_agreement(
+    preds: np.ndarray,
+    *,
+    num_categories: int,
+    labels: np.ndarray | None = None,
+    k: int | None = None,
+    num_bins: int | None = None,
+    bin_edges: np.ndarray | None = None,
+) -> AgreementAnalysis:
+    """Agreement, kappa and contrastive stimuli; per accuracy bin too when labels are given.
+
+    Args:
+      preds: ``int [models, stimuli]`` (-1 = no response).
+      num_categories: number of categories.
+      labels: optional ``int [stimuli]`` (-1 = unlabelled); enables accuracy and bins.
+      k: contrastive stimuli to select (default :func:`default_k`).
+      num_bins: equal-count accuracy bins (default :func:`default_num_bins`); needs labels.
+      bin_edges: accuracy bin edges instead of ``num_bins``; needs labels.
+    """
+    preds = np.asarray(preds)
+    if labels is None and (num_bins is not None or bin_edges is not None):
+        raise ValueError("accuracy bins need labels: give a label column or a labels array")
+    stats = agreement_stats(preds, num_categories=num_categories)
+    agreement = per_stimulus_agreement(stats)
+    defined = int(np.sum(~np.isnan(np.asarray(agreement))))
+    if defined == 0:
+        raise ValueError("no stimulus has responses from at least 2 models; agreement is undefined")
+    k = default_k(defined) if k is None else k
+    contrastive = np.asarray(contrastive_stimuli(agreement, k))
+    analysis = AgreementAnalysis(
+        fleiss_kappa=float(fleiss_kappa(stats)),
+        randolph_kappa=float(fleiss_kappa(stats, method="randolph")),
+        agreement=np.asarray(agreement),
+        n_raters=np.asarray(stats.n_raters),
+        k=k,
+        contrastive=contrastive,
+        contrastive_kappa=_kappa_on(preds, contrastive, num_categories),
+        accuracy=None,
+        per_bin=None,
+    )
+    if labels is None:
+        return analysis
+    accuracy = np.asarray(model_accuracy(preds, labels, num_categories=num_categories))
+    if bin_edges is None and num_bins is None:
+        num_bins = default_num_bins(preds.shape[0])
+    bins = accuracy_bins(accuracy, num_bins=num_bins, edges=bin_edges)
+    bin_stats = agreement_stats(preds, num_categories=num_categories, model_mask=bins.model_mask)
+    bin_agreement = per_stimulus_agreement(bin_stats)
+    bin_contrastive = np.asarray(contrastive_stimuli(bin_agreement, k))
+    kappa_contrastive = np.array(
+        [
+            _kappa_on(preds[members], chosen, num_categories)
+            for members, chosen in zip(bins.model_mask, bin_contrastive)
+        ],
+        np.float32,
+    )
+    per_bin = BinResults(
+        bins=bins,
+        agreement=np.asarray(bin_agreement),
+        kappa_all=np.asarray(fleiss_kappa(bin_stats)),
+        contrastive=bin_contrastive,
+        kappa_contrastive=kappa_contrastive,
+    )
+    return analysis._replace(accuracy=accuracy, per_bin=per_bin)
+
+
+__all__ = ["AgreementAnalysis", "BinResults", "analyse_agreement", "default_k", "default_num_bins"]

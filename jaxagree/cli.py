@@ -1,0 +1,112 @@
+"""Command line: parse arguments, call the library, print what was written."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _edges(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--k", type=_positive_int, help="contrastive stimuli to select (default: 2%%, at most 1000)")
+    bins = parser.add_mutually_exclusive_group()
+    bins.add_argument("--bins", type=_positive_int, help="equal-count accuracy bins (needs labels; default up to 10)")
+    bins.add_argument("--bin-edges", type=_edges, help="accuracy bin edges, e.g. 0.5,0.6,0.7,0.8 (needs labels)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxagree", description="Find the stimuli on which many vision models disagree."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    agreement = commands.add_parser(
+        "agreement",
+        help="agreement, Fleiss' kappa and contrastive stimuli of a prediction table",
+        description="PREDICTIONS: a long CSV/Parquet table (model, stimulus, response[, label]) "
+        "or a .npy/.npz array [models, stimuli] (-1 = no response).",
+    )
+    agreement.add_argument("predictions", type=Path, metavar="PREDICTIONS")
+    agreement.add_argument("--out", type=Path, required=True, metavar="DIR")
+    agreement.add_argument("--categories", type=Path, metavar="FILE", help="category names, one per line, in index order")
+    agreement.add_argument("--num-categories", type=_positive_int, help="number of categories for integer responses")
+    _add_analysis_options(agreement)
+
+    demo = commands.add_parser("demo", help="the whole analysis offline on a generated example")
+    demo.add_argument("--out", type=Path, default=Path("demo-output"), metavar="DIR")
+    demo.add_argument("--models", type=_positive_int, default=120)
+    demo.add_argument("--stimuli", type=_positive_int, default=4000)
+    demo.add_argument("--num-categories", type=_positive_int, default=100)
+    demo.add_argument("--seed", type=int, default=0)
+    _add_analysis_options(demo)
+    return parser
+
+
+def _run_agreement(table, args) -> int:
+    from jaxagree.analysis import analyse_agreement
+    from jaxagree.report import agreement_summary, write_agreement_report
+
+    analysis = analyse_agreement(
+        table.predictions,
+        num_categories=table.num_categories,
+        labels=table.labels,
+        k=args.k,
+        num_bins=args.bins,
+        bin_edges=args.bin_edges,
+    )
+    written = write_agreement_report(analysis, table, args.out)
+    print(json.dumps(agreement_summary(analysis, table), indent=2))
+    print("wrote " + ", ".join(str(p) for p in written.values()), file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "agreement":
+            from jaxagree.io import read_predictions
+
+            categories = None
+            if args.categories is not None:
+                categories = [line.strip() for line in args.categories.read_text().splitlines() if line.strip()]
+            table = read_predictions(args.predictions, categories=categories, num_categories=args.num_categories)
+            return _run_agreement(table, args)
+        if args.command == "demo":
+            from jaxagree.demo import simulate_predictions
+            from jaxagree.io import save_predictions
+
+            table = simulate_predictions(
+                num_models=args.models, num_stimuli=args.stimuli,
+                num_categories=args.num_categories, seed=args.seed,
+            )
+            args.out.mkdir(parents=True, exist_ok=True)
+            source = save_predictions(args.out / "predictions.npz", table)
+            print(
+                f"demo: {len(table.models)} simulated models x {len(table.stimuli)} stimuli x "
+                f"{table.num_categories} categories -> {source}",
+                file=sys.stderr,
+            )
+            return _run_agreement(table, args)
+    except ValueError as err:
+        print(f"jaxagree {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""Predictions -> counts: one-hot count aggregation, optionally per model subset.
+
+``T[i, j]`` counts the models that predicted category ``j`` for stimulus ``i`` (the paper's
+Eq. 1 notation). Two outputs are offered:
+
+* :func:`count_predictions` returns the dense table ``[stimuli, categories]`` (or one per subset).
+* :func:`agreement_stats` returns only what agreement and Fleiss' kappa need (raters and sum of
+  squared counts per stimulus, totals per category). It never materialises the dense table, so it
+  is several times faster and needs ``O(stimuli + categories)`` memory per subset.
+
+Both process stimuli in blocks small enough for the block's count table to stay in cache; the
+block's table is built with one scatter-add of all its ratings. Predictions ``-1`` mean "no
+response" and are not counted.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec
+from jaxtyping import Array, Bool, Int
+
+from jaxagree._checks import is_traced, require_integer, require_ndim, require_positive_int
+from jaxagree._typing import AnyArray
+
+# Elements of one block's count table; 2**18 int16 cells (512 KiB) stay in a CPU's L2 cache.
+_BLOCK_CELLS = 2**18
+# Category totals are int32; above this many ratings the stimuli are split and merged on the host.
+_INT32_LIMIT = 2**31 - 1
+
+
+class AgreementStats(NamedTuple):
+    """Sufficient statistics of a count table for agreement and Fleiss' kappa.
+
+    Mergeable over stimulus batches: concatenate the per-stimulus fields along the stimulus axis
+    and add the category totals (this is how sharded and chunked runs combine).
+
+    Attributes:
+      n_raters: ``int32 [*subsets, stimuli]``, models that responded to each stimulus (``n_i``).
+      sum_squares: ``int32 [*subsets, stimuli]``, ``sum_j T_ij**2``.
+      category_totals: ``int32 [*subsets, categories]``, ``sum_i T_ij`` (int64 NumPy when the total
+        number of ratings exceeds the int32 range).
+    """
+
+    n_raters: Int[Array, "*subsets stimuli"]
+    sum_squares: Int[Array, "*subsets stimuli"]
+    category_totals: Int[AnyArray, "*subsets categories"]
+
+
+class _Raters(NamedTuple):
+    """The (model, subset) pairs to count: every model once without a mask."""
+
+    model: np.ndarray | None  # [raters] model index; None means all models, in order
+    subset: np.ndarray  # [raters] subset index
+    num_subsets: int
+    squeeze: bool  # no mask was given: drop the subset axis from outputs
+
+
+def check_predictions(preds: AnyArray, num_categories: int, *, min_models: int = 2) -> jax.Array:
+    """Validate ``preds [models, stimuli]`` and return it as an int32 jax array."""
+    require_positive_int("num_categories", num_categories)
+    if not hasattr(preds, "dtype"):
+        preds = np.asarray(preds)
+    require_ndim("predictions", preds, 2, "models, stimuli")
+    require_integer("predictions", preds)
+    num_models, num_stimuli = preds.shape
+    if num_models < min_models:
+        raise ValueError(
+            f"predictions has {num_models} model(s); agreement needs at least {min_models}"
+        )
+    if num_stimuli < 1:
+        raise ValueError("predictions has no stimuli (shape [models, 0])")
+    if not is_traced(preds):
+        low, high = _value_range(jnp.asarray(preds))
+        if int(low) < -1 or int(high) >= num_categories:
+            host = np.asarray(preds)
+            bad = np.argwhere((host < -1) | (host >= num_categories))[0]
+            raise ValueError(
+                f"predictions[model {bad[0]}, stimulus {bad[1]}] = {host[bad[0], bad[1]]} is "
+                f"outside [-1, num_categories={num_categories}) (-1 means no response)"
+            )
+    return jnp.asarray(preds, dtype=jnp.int32)
+
+
+@jax.jit
+def _value_range(x: Array) -> tuple[Array, Array]:
+    return x.min(), x.max()
+
+
+def _raters_from_mask(model_mask: AnyArray | None, num_models: int) -> _Raters:
+    if model_mask is None:
+        return _Raters(None, np.zeros(num_models, np.int32), 1, True)
+    if is_traced(model_mask):
+        raise ValueError(
+            "model_mask must be a concrete array (it fixes how many ratings are counted); "
+            "call count_predictions outside jit or close over the mask"
+        )
+    mask = np.asarray(model_mask)
+    if mask.dtype != np.bool_:
+        raise ValueError(f"model_mask must be a bool array [subsets, models], got dtype {mask.dtype}")
+    require_ndim("model_mask", mask, 2, "subsets, models")
+    if mask.shape[1] != num_models:
+        raise ValueError(
+            f"model_mask has {mask.shape[1]} models but predictions has {num_models}"
+        )
+    if mask.shape[0] < 1:
+        raise ValueError("model_mask has no subsets (shape [0, models])")
+    sizes = mask.sum(axis=1)
+    if (sizes < 2).any():
+        row = int(np.argmax(sizes < 2))
+        raise ValueError(
+            f"model_mask row {row} selects {int(sizes[row])} model(s); each subset needs at least 2"
+        )
+    subset, model = np.nonzero(mask)
+    return _Raters(model.astype(np.int32), subset.astype(np.int32), mask.shape[0], False)
+
+
+def _block_size(num_stimuli: int, cells_per_stimulus: int) -> int:
+    return max(1, min(num_stimuli, _BLOCK_CELLS // max(cells_per_stimulus, 1)))
+
+
+def _block_tables(
+    preds: Int[Array, "models stimuli"],
+    rater_model: Int[Array, " raters"] | None,
+    rater_subset: Int[Array, " raters"],
+    *,
+    num_categories: int,
+    num_subsets: int,
+    block_size: int,
+):
+    """Pad the stimuli to whole blocks; return (num_blocks, fn(block index) -> table [B, S, C])."""
+    num_stimuli = preds.shape[1]
+    num_raters = rater_subset.shape[0]
+    cells = num_subsets * num_categories
+    pad = (-num_stimuli) % block_size
+    preds = jnp.pad(preds, ((0, 0), (0, pad)), constant_values=-1)
+    # Counts per cell never exceed the number of raters, so int16 tables are exact below 2**15
+    # raters and halve the memory traffic of the dense passes.
+    table_dtype = jnp.int16 if num_raters < 2**15 else jnp.int32
+    cell_offset = rater_subset[:, None] * num_categories
+    row_offset = jnp.arange(block_size, dtype=jnp.int32)[None, :] * cells
+    dropped = block_size * cells  # any index at or past the end is dropped by the scatter
+
+    def table(i):
+        block = jax.lax.dynamic_slice_in_dim(preds, i * block_size, block_size, axis=1)
+        if rater_model is not None:
+            block = block[rater_model]
+        answered = (block >= 0) & (block < num_categories)
+        flat = jnp.where(answered, row_offset + cell_offset + block, dropped).ravel()
+        counts = jnp.zeros((block_size * cells,), table_dtype).at[flat].add(1, mode="drop")
+        return counts.reshape(block_size, num_subsets, num_categories)
+
+    return (num_stimuli + pad) // block_size, table
+
+
+_STATIC = ("num_categories", "num_subsets", "block_size", "device_axes")
+
+
+@partial(jax.jit, static_argnames=_STATIC)
+def _dense_counts(
+    preds, rater_model, rater_subset, *, num_categories, num_subsets, block_size, device_axes
+):
+    num_stimuli = preds.shape[1]
+    num_blocks, table = _block_tables(
+        preds, rater_model, rater_subset,
+        num_categories=num_categories, num_subsets=num_subsets, block_size=block_size,
+    )
+    blocks = jax.lax.map(lambda i: table(i).astype(jnp.int32), jnp.arange(num_blocks))
+    counts = blocks.reshape(-1, num_subsets, num_categories)[:num_stimuli]
+    return jnp.swapaxes(counts, 0, 1)  # [subsets, stimuli, categories]
+
+
+@partial(jax.jit, static_argnames=_STATIC)
+def _block_stats(
+    preds, rater_model, rater_subset, *, num_categories, num_subsets, block_size, device_axes
+):
+    num_stimuli = preds.shape[1]
+    num_blocks, table = _block_tables(
+        preds, rater_model, rater_subset,
+        num_categories=num_categories, num_subsets=num_subsets, block_size=block_size,
+    )
+
+    def step(totals, i):
+        counts = table(i).astype(jnp.int32)  # [B, S, C]
+        return totals + counts.sum(0), (counts.sum(-1), (counts * counts).sum(-1))
+
+    totals = jnp.zeros((num_subsets, num_categories), jnp.int32)
+    if device_axes is not None:  # inside shard_map the carry differs per device
+        totals = jax.lax.pcast(totals, device_axes, to="varying")
+    totals, (n, sq) = jax.lax.scan(step, totals, jnp.arange(num_blocks))
+    if device_axes is not None:
+        totals = jax.lax.psum(totals, device_axes)
+    n = n.reshape(-1, num_subsets)[:num_stimuli].T
+    sq = sq.reshape(-1, num_subsets)[:num_stimuli].T
+    return AgreementStats(n, sq, totals)
+
+
+def _run(kernel, preds, raters: _Raters, mesh: Mesh | None, out_specs):
+    """Run ``kernel`` on one device, or with the stimuli split over every device of ``mesh``.
+
+    ``out_specs(axes)`` gives the kernel's output partition specs for the mesh's axis names. The
+    stimuli are padded with "no response" to a multiple of the device count; the caller trims.
+    """
+    model = None if raters.model is None else jnp.asarray(raters.model)
+    subset = jnp.asarray(raters.subset)
+    if mesh is None:
+        return kernel(preds, model, subset, device_axes=None)
+    axes = tuple(mesh.axis_names)
+    pad = (-preds.shape[1]) % mesh.devices.size
+    padded = jnp.pad(preds, ((0, 0), (0, pad)), constant_values=-1)
+    sharded = jax.shard_map(
+        partial(kernel, device_axes=axes),
+        mesh=mesh,
+        in_specs=(PartitionSpec(None, axes), PartitionSpec(), PartitionSpec()),
+        out_specs=out_specs(axes),
+    )
+    return sharded(padded, model, subset)
+
+
+def _kernel(fn, raters: _Raters, num_stimuli: int, num_categories: int, mesh: Mesh | None):
+    devices = 1 if mesh is None else mesh.devices.size
+    local_stimuli = -(-num_stimuli // devices)
+    block = _block_size(local_stimuli, raters.num_subsets * num_categories)
+    return partial(fn, num_categories=num_categories, num_subsets=raters.num_subsets, block_size=block)
+
+
+def count_predictions(
+    preds: Int[AnyArray, "models stimuli"],
+    *,
+    num_categories: int,
+    model_mask: Bool[AnyArray, "subsets models"] | None = None,
+    mesh: Mesh | None = None,
+) -> Int[Array, "*subsets stimuli categories"]:
+    """Count, for every stimulus, how many models predicted each category.
+
+    Args:
+      preds: ``int [models, stimuli]`` predicted category per model and stimulus; ``-1`` is
+        "no response" and is not counted.
+      num_categories: number of categories ``C`` (fixes the output shape; static).
+      model_mask: optional ``bool [subsets, models]``; one count table per row, over the models
+        the row selects, all in one call. Must be concrete (not traced); each row needs at least
+        2 models.
+      mesh: optional device mesh; the stimuli are split over all of its devices and the result
+        stays split the same way.
+
+    Returns:
+      ``int32 [stimuli, C]``, or ``int32 [subsets, stimuli, C]`` with ``model_mask``.
+    """
+    preds = check_predictions(preds, num_categories)
+    num_stimuli = preds.shape[1]
+    raters = _raters_from_mask(model_mask, preds.shape[0])
+    kernel = _kernel(_dense_counts, raters, num_stimuli, num_categories, mesh)
+    counts = _run(kernel, preds, raters, mesh, lambda axes: PartitionSpec(None, axes, None))
+    counts = counts[:, :num_stimuli]
+    return counts[0] if raters.squeeze else counts
+
+
+def agreement_stats(
+    preds: Int[AnyArray, "models stimuli"],
+    *,
+    num_categories: int,
+    model_mask: Bool[AnyArray, "subsets models"] | None = None,
+    mesh: Mesh | None = None,
+) -> AgreementStats:
+    """Agreement statistics straight from predictions, without the dense count table.
+
+    Same arguments as :func:`count_predictions`. The result can be passed to
+    :func:`~jaxagree.per_stimulus_agreement` and :func:`~jaxagree.fleiss_kappa` in place of a
+    count table, with identical results.
+    """
+    preds = check_predictions(preds, num_categories)
+    num_stimuli = preds.shape[1]
+    raters = _raters_from_mask(model_mask, preds.shape[0])
+    num_raters = raters.subset.shape[0]
+    chunk = max(1, _INT32_LIMIT // num_raters)
+    if num_stimuli > chunk:
+        return _chunked_stats(preds, model_mask, num_categories, mesh, chunk)
+    kernel = _kernel(_block_stats, raters, num_stimuli, num_categories, mesh)
+    per_stimulus = lambda axes: PartitionSpec(None, axes)  # noqa: E731
+    stats = _run(
+        kernel, preds, raters, mesh,
+        lambda axes: AgreementStats(per_stimulus(axes), per_stimulus(axes), PartitionSpec()),
+    )
+    stats = AgreementStats(
+        stats.n_raters[:, :num_stimuli], stats.sum_squares[:, :num_stimuli], stats.category_totals
+    )
+    if raters.squeeze:
+        return AgreementStats(*(x[0] for x in stats))
+    return stats
+
+
+def _chunked_stats(preds, model_mask, num_categories, mesh, chunk) -> AgreementStats:
+    """Merge stimulus chunks whose category totals each fit in int32; totals summed in int64."""
+    parts = [
+        agreement_stats(
+            preds[:, start : start + chunk], num_categories=num_categories,
+            model_mask=model_mask, mesh=mesh,
+        )
+        for start in range(0, preds.shape[1], chunk)
+    ]
+    return merge_stats(parts)
+
+
+def merge_stats(parts: list[AgreementStats]) -> AgreementStats:
+    """Combine statistics of consecutive stimulus batches (same models and categories)."""
+    if not parts:
+        raise ValueError("merge_stats needs at least one AgreementStats")
+    return AgreementStats(
+        jnp.concatenate([p.n_raters for p in parts], axis=-1),
+        jnp.concatenate([p.sum_squares for p in parts], axis=-1),
+        np.sum([np.asarray(p.category_totals, np.int64) for p in parts], axis=0),
+    )
+
+
+@jax.jit
+def stats_from_counts(counts: Int[Array, "*subsets stimuli categories"]) -> AgreementStats:
+    """:class:`AgreementStats` of a dense count table."""
+    counts = counts.astype(jnp.int32)
+    return AgreementStats(counts.sum(-1), (counts * counts).sum(-1), counts.sum(-2))
+
+
+def check_counts(counts: AnyArray) -> None:
+    """Validate a dense count table ``[..., stimuli, categories]``."""
+    if not hasattr(counts, "dtype"):
+        counts = np.asarray(counts)
+    require_integer("counts", counts)
+    if counts.ndim < 2:
+        raise ValueError(
+            f"counts must have shape [..., stimuli, categories], got shape {tuple(counts.shape)}"
+        )
+    if counts.shape[-2] < 1 or counts.shape[-1] < 1:
+        raise ValueError(f"counts is empty (shape {tuple(counts.shape)})")
+    if not is_traced(counts) and int(_value_range(jnp.asarray(counts))[0]) < 0:
+        host = np.asarray(counts)
+        bad = np.argwhere(host < 0)[0]
+        raise ValueError(f"counts must be non-negative; counts[{', '.join(map(str, bad))}] < 0")
+
+
+__all__ = [
+    "AgreementStats",
+    "agreement_stats",
+    "check_counts",
+    "check_predictions",
+    "count_predictions",
+    "merge_stats",
+    "stats_from_counts",
+]

@@ -1,0 +1,164 @@
+"""Report files and figures for an agreement analysis."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from jaxagree.analysis import AgreementAnalysis
+from jaxagree.io import PredictionTable, write_csv, write_json
+
+
+def _short(value) -> float:
+    """A float32 result as the shortest decimal that round-trips (no spurious digits)."""
+    return float(str(np.float32(value)))
+
+
+def agreement_summary(analysis: AgreementAnalysis, table: PredictionTable) -> dict:
+    """The summary written to ``summary.json`` (and printed by the CLI)."""
+    agreement = analysis.agreement
+    summary = {
+        "fleiss_kappa": _short(analysis.fleiss_kappa),
+        "randolph_kappa": _short(analysis.randolph_kappa),
+        "num_models": len(table.models),
+        "num_stimuli": len(table.stimuli),
+        "num_categories": table.num_categories,
+        "stimuli_with_agreement": int(np.sum(~np.isnan(agreement))),
+        "mean_agreement": _short(np.nanmean(agreement)),
+        "k": analysis.k,
+        "contrastive_fleiss_kappa": _short(analysis.contrastive_kappa),
+        "contrastive_max_agreement": _short(agreement[analysis.contrastive].max()),
+    }
+    if analysis.accuracy is not None:
+        summary["mean_accuracy"] = _short(np.mean(analysis.accuracy))
+    if analysis.per_bin is not None:
+        per_bin = analysis.per_bin
+        summary["accuracy_bins"] = [
+            {
+                "bin": b,
+                "accuracy_lower": _short(per_bin.bins.lower[b]),
+                "accuracy_upper": _short(per_bin.bins.upper[b]),
+                "num_models": int(per_bin.bins.model_mask[b].sum()),
+                "fleiss_kappa_all": _short(per_bin.kappa_all[b]),
+                "fleiss_kappa_contrastive": _short(per_bin.kappa_contrastive[b]),
+            }
+            for b in range(per_bin.kappa_all.shape[0])
+        ]
+    return summary
+
+
+def write_agreement_report(
+    analysis: AgreementAnalysis, table: PredictionTable, out_dir: str | os.PathLike
+) -> dict[str, Path]:
+    """Write summary.json, agreement.csv, contrastive.csv (and with labels accuracy.csv,
+    bins.csv) plus the figures; returns the written paths by name."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stimuli = table.stimuli
+    written = {
+        "summary": write_json(out / "summary.json", agreement_summary(analysis, table)),
+        "agreement": write_csv(
+            out / "agreement.csv",
+            ["index", "stimulus", "agreement", "n_raters"],
+            zip(range(len(stimuli)), stimuli, analysis.agreement, analysis.n_raters),
+        ),
+        "contrastive": write_csv(
+            out / "contrastive.csv",
+            ["rank", "index", "stimulus", "agreement", "n_raters"],
+            (
+                (rank, i, stimuli[i], analysis.agreement[i], analysis.n_raters[i])
+                for rank, i in enumerate(analysis.contrastive)
+            ),
+        ),
+    }
+    if analysis.per_bin is not None:
+        per_bin = analysis.per_bin
+        names = per_bin.bins.names()
+        model_bin = np.full(len(table.models), -1)
+        for b, members in enumerate(per_bin.bins.model_mask):
+            model_bin[members] = b
+        written["accuracy"] = write_csv(
+            out / "accuracy.csv",
+            ["model", "accuracy", "bin"],
+            zip(table.models, analysis.accuracy, model_bin),
+        )
+        written["bins"] = write_csv(
+            out / "bins.csv",
+            ["bin", "accuracy_range", "num_models", "fleiss_kappa_all", "fleiss_kappa_contrastive"],
+            zip(
+                range(len(names)), names, per_bin.bins.model_mask.sum(1),
+                per_bin.kappa_all, per_bin.kappa_contrastive,
+            ),
+        )
+        written["fig3"] = plot_kappa_by_bin(analysis, out / "fig3_kappa_by_accuracy.png")
+    written["fig4"] = plot_sorted_agreement(analysis, out / "fig4_agreement_sorted.png")
+    return written
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_kappa_by_bin(analysis: AgreementAnalysis, path: str | os.PathLike) -> Path:
+    """Fig. 3: Fleiss' kappa per accuracy bin, over all stimuli vs the contrastive stimuli."""
+    plt = _pyplot()
+    per_bin = analysis.per_bin
+    centre = (per_bin.bins.lower + per_bin.bins.upper) / 2
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.plot(centre, per_bin.kappa_all, "o-", label="all stimuli")
+    ax.plot(centre, per_bin.kappa_contrastive, "s-", label=f"contrastive (k={analysis.k})")
+    ax.set_xlabel("accuracy bin (centre)")
+    ax.set_ylabel("Fleiss' kappa")
+    ax.set_title("Agreement by accuracy: all vs contrastive stimuli")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_sorted_agreement(analysis: AgreementAnalysis, path: str | os.PathLike) -> Path:
+    """Fig. 4: per-stimulus agreement of each model set, stimuli in one common order.
+
+    Left: one row per accuracy bin (or one for all models), stimuli sorted by the agreement of all
+    models, so a column is the same stimulus in every row. Right: each row's agreement sorted on
+    its own.
+    """
+    plt = _pyplot()
+    if analysis.per_bin is not None:
+        rows = analysis.per_bin.agreement
+        names = analysis.per_bin.bins.names()
+    else:
+        rows = analysis.agreement[None, :]
+        names = ["all models"]
+    order = np.argsort(np.where(np.isnan(analysis.agreement), np.inf, analysis.agreement), kind="stable")
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(11, 1.2 + 0.45 * len(names)), dpi=120, gridspec_kw={"width_ratios": [3, 2]}
+    )
+    image = left.imshow(rows[:, order], aspect="auto", interpolation="nearest", cmap="viridis", vmin=0, vmax=1)
+    left.set_yticks(range(len(names)), names)
+    left.set_xlabel("stimuli, sorted by agreement of all models (low to high)")
+    left.set_ylabel("model set (accuracy)")
+    fig.colorbar(image, ax=left, label="agreement (Eq. 1)")
+    for row, name in zip(rows, names):
+        right.plot(np.sort(row[~np.isnan(row)]), label=name, lw=1)
+    right.set_xlabel("stimulus rank within model set")
+    right.set_ylabel("agreement")
+    right.grid(alpha=0.3)
+    if len(names) <= 10:
+        right.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+__all__ = ["agreement_summary", "plot_kappa_by_bin", "plot_sorted_agreement", "write_agreement_report"]
