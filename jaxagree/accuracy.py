@@ -6,7 +6,7 @@ group; :func:`accuracy_bins` builds the ``[subsets, models]`` mask that the coun
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, no_type_check
 
 import jax
 import jax.numpy as jnp
@@ -39,12 +39,15 @@ class AccuracyBins(NamedTuple):
 
 
 @jax.jit
-def _accuracy(preds: Array, labels: Array) -> Array:
+def _accuracy(
+    preds: Int[Array, "models stimuli"], labels: Int[Array, " stimuli"]
+) -> Float[Array, " models"]:
     labelled = labels >= 0
     right = (preds == labels[None, :]) & labelled[None, :]
     return right.sum(1).astype(jnp.float32) / labelled.sum().astype(jnp.float32)
 
 
+@no_type_check  # validates its input itself, with ValueErrors that name the culprit
 def model_accuracy(
     preds: Int[AnyArray, "models stimuli"],
     labels: Int[AnyArray, " stimuli"],
@@ -82,6 +85,7 @@ def model_accuracy(
     return _accuracy(preds, jnp.asarray(labels, jnp.int32))
 
 
+@no_type_check  # validates its input itself, with ValueErrors that name the culprit
 def accuracy_bins(
     accuracy: Float[AnyArray, " models"],
     *,

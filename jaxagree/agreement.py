@@ -8,12 +8,12 @@ predictions; both give identical results.
 from __future__ import annotations
 
 from functools import partial
-from typing import Literal
+from typing import Literal, no_type_check
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Bool, Float, Int, Shaped
 
 from jaxagree._checks import is_traced, require_ndim, require_positive_int
 from jaxagree._typing import AnyArray
@@ -30,13 +30,16 @@ def _as_stats(counts_or_stats) -> AgreementStats:
 
 
 @jax.jit
-def _agreement(n: Array, sum_squares: Array) -> Array:
+def _agreement(
+    n: Int[Array, "*subsets stimuli"], sum_squares: Int[Array, "*subsets stimuli"]
+) -> Float[Array, "*subsets stimuli"]:
     # (sum_j T_ij^2 - n_i) is exact in int32; only the final division rounds.
     nf = n.astype(jnp.float32)
     agree = (sum_squares - n).astype(jnp.float32) / (nf * (nf - 1.0))
     return jnp.where(n >= 2, agree, jnp.nan)
 
 
+@no_type_check  # validates its input itself, with ValueErrors that name the culprit
 def per_stimulus_agreement(
     counts: Int[AnyArray, "*subsets stimuli categories"] | AgreementStats,
 ) -> Float[Array, "*subsets stimuli"]:
@@ -54,7 +57,9 @@ def per_stimulus_agreement(
     return _agreement(stats.n_raters, stats.sum_squares)
 
 
-def _accurate_mean(x: Array, valid: Array) -> Array:
+def _accurate_mean(
+    x: Float[Array, "*batch n"], valid: Bool[Array, "*batch n"]
+) -> Float[Array, "*batch"]:
     """Mean over the last axis of ``x`` where ``valid``, summed in two levels for float32."""
     width = 256
     pad = (-x.shape[-1]) % width
@@ -66,20 +71,33 @@ def _accurate_mean(x: Array, valid: Array) -> Array:
 
 
 @partial(jax.jit, static_argnames="method")
-def _kappa(n, sum_squares, category_totals, *, method: KappaMethod):
-    agree = _agreement(n, sum_squares)
-    p_bar = _accurate_mean(agree, n >= 2)
-    num_categories = category_totals.shape[-1]
+def _kappa(
+    n: Int[Array, "*subsets stimuli"],
+    sum_squares: Int[Array, "*subsets stimuli"],
+    category_totals: Shaped[Array, "*subsets categories"],
+    *,
+    method: KappaMethod,
+) -> Float[Array, "*subsets"]:
+    # kappa = 1 - (1 - P_bar) / (1 - P_e), with both disagreements summed from non-negative
+    # terms: near kappa = 0, P_bar and P_e are close and (P_bar - P_e) would cancel in float32.
+    rated = n >= 2
+    nf = n.astype(jnp.float32)
+    pairs_apart = jnp.where(  # sum_j T_ij (n_i - T_ij), exact in int32 below 46341 raters
+        n < 46341, (n * n - sum_squares).astype(jnp.float32), nf * nf - sum_squares.astype(jnp.float32)
+    )
+    disagreement = _accurate_mean(pairs_apart / jnp.where(rated, nf * (nf - 1.0), 1.0), rated)
     if method == "fleiss":
         totals = category_totals.astype(jnp.float32)
-        share = totals / totals.sum(-1, keepdims=True)
-        p_e = (share * share).sum(-1)
+        total = totals.sum(-1, keepdims=True)
+        chance_disagreement = (totals * (total - totals)).sum(-1) / (total[..., 0] * total[..., 0])
     else:
-        p_e = jnp.full(p_bar.shape, 1.0 / num_categories, jnp.float32)
+        num_categories = category_totals.shape[-1]
+        chance_disagreement = jnp.full(disagreement.shape, 1.0 - 1.0 / num_categories, jnp.float32)
     # Every rating in one category: chance agreement is 1 and kappa is undefined.
-    return jnp.where(p_e < 1.0, (p_bar - p_e) / (1.0 - p_e), jnp.nan)
+    return jnp.where(chance_disagreement > 0, 1.0 - disagreement / chance_disagreement, jnp.nan)
 
 
+@no_type_check  # validates its input itself, with ValueErrors that name the culprit
 def fleiss_kappa(
     counts: Int[AnyArray, "*subsets stimuli categories"] | AgreementStats,
     *,
@@ -109,12 +127,13 @@ def fleiss_kappa(
 
 
 @partial(jax.jit, static_argnames="k")
-def _lowest(agreement: Array, k: int) -> Array:
+def _lowest(agreement: Float[Array, "*subsets stimuli"], k: int) -> Int[Array, "*subsets {k}"]:
     # top_k keeps the lower index first among equal values; NaN becomes the largest value.
     key = -jnp.where(jnp.isnan(agreement), jnp.inf, agreement)
     return jax.lax.top_k(key, k)[1].astype(jnp.int32)
 
 
+@no_type_check  # validates its input itself, with ValueErrors that name the culprit
 def contrastive_stimuli(
     agreement: Float[AnyArray, "*subsets stimuli"], k: int
 ) -> Int[Array, "*subsets k"]:
@@ -150,7 +169,7 @@ def contrastive_stimuli(
 
 
 @jax.jit
-def _error_consistency(correct: Array) -> Array:
+def _error_consistency(correct: Bool[Array, "models stimuli"]) -> Float[Array, "models models"]:
     right = correct.astype(jnp.float32)
     num_stimuli = right.shape[1]
     # 0/1 products are exact in float32 (and in TF32) up to 2**24 stimuli.
@@ -164,6 +183,7 @@ def _error_consistency(correct: Array) -> Array:
     return jnp.where(c_exp < 1.0, kappa, jnp.nan)
 
 
+@no_type_check  # validates its input itself, with ValueErrors that name the culprit
 def error_consistency(correct: Bool[AnyArray, "models stimuli"]) -> Float[Array, "models models"]:
     """Error consistency (Geirhos, Meding & Wichmann 2020) of every pair of models at once.
 

@@ -16,7 +16,7 @@ response" and are not counted.
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple
+from typing import NamedTuple, no_type_check
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +27,8 @@ from jaxtyping import Array, Bool, Int
 from jaxagree._checks import is_traced, require_integer, require_ndim, require_positive_int
 from jaxagree._typing import AnyArray
 
-# Elements of one block's count table; 2**18 int16 cells (512 KiB) stay in a CPU's L2 cache.
-_BLOCK_CELLS = 2**18
+# Elements of one block's count table; 2**19 int16 cells (1 MiB) stay in a CPU's L2 cache.
+_BLOCK_CELLS = 2**19
 # Category totals are int32; above this many ratings the stimuli are split and merged on the host.
 _INT32_LIMIT = 2**31 - 1
 
@@ -60,8 +60,14 @@ class _Raters(NamedTuple):
     squeeze: bool  # no mask was given: drop the subset axis from outputs
 
 
-def check_predictions(preds: AnyArray, num_categories: int, *, min_models: int = 2) -> jax.Array:
-    """Validate ``preds [models, stimuli]`` and return it as an int32 jax array."""
+@no_type_check  # validates its input itself, with ValueErrors that name the culprit
+def check_predictions(
+    preds: AnyArray, num_categories: int, *, min_models: int = 2, check_values: bool = True
+) -> jax.Array:
+    """Validate ``preds [models, stimuli]`` and return it as an int32 jax array.
+
+    With ``check_values=False`` the caller checks the range itself (the count kernels do it in
+    their own pass and call :func:`raise_out_of_range`)."""
     require_positive_int("num_categories", num_categories)
     if not hasattr(preds, "dtype"):
         preds = np.asarray(preds)
@@ -74,20 +80,30 @@ def check_predictions(preds: AnyArray, num_categories: int, *, min_models: int =
         )
     if num_stimuli < 1:
         raise ValueError("predictions has no stimuli (shape [models, 0])")
-    if not is_traced(preds):
+    if check_values and not is_traced(preds):
         low, high = _value_range(jnp.asarray(preds))
         if int(low) < -1 or int(high) >= num_categories:
-            host = np.asarray(preds)
-            bad = np.argwhere((host < -1) | (host >= num_categories))[0]
-            raise ValueError(
-                f"predictions[model {bad[0]}, stimulus {bad[1]}] = {host[bad[0], bad[1]]} is "
-                f"outside [-1, num_categories={num_categories}) (-1 means no response)"
-            )
+            raise_out_of_range(preds, num_categories)
     return jnp.asarray(preds, dtype=jnp.int32)
 
 
+def raise_out_of_range(preds: AnyArray, num_categories: int) -> None:
+    """Raise the ValueError for the first prediction outside [-1, num_categories)."""
+    host = np.asarray(preds)
+    bad = np.argwhere((host < -1) | (host >= num_categories))[0]
+    raise ValueError(
+        f"predictions[model {bad[0]}, stimulus {bad[1]}] = {host[bad[0], bad[1]]} is "
+        f"outside [-1, num_categories={num_categories}) (-1 means no response)"
+    )
+
+
+def _check_invalid(invalid: jax.Array, preds: AnyArray, num_categories: int) -> None:
+    if not is_traced(invalid) and int(invalid) > 0:
+        raise_out_of_range(preds, num_categories)
+
+
 @jax.jit
-def _value_range(x: Array) -> tuple[Array, Array]:
+def _value_range(x: Int[Array, "..."]) -> tuple[Int[Array, ""], Int[Array, ""]]:
     return x.min(), x.max()
 
 
@@ -120,7 +136,13 @@ def _raters_from_mask(model_mask: AnyArray | None, num_models: int) -> _Raters:
 
 
 def _block_size(num_stimuli: int, cells_per_stimulus: int) -> int:
-    return max(1, min(num_stimuli, _BLOCK_CELLS // max(cells_per_stimulus, 1)))
+    """Stimuli per block: the most whose table fits ``_BLOCK_CELLS``, preferring a divisor of
+    ``num_stimuli`` (down to half that size) so that no padded copy of the predictions is made."""
+    largest = max(1, min(num_stimuli, _BLOCK_CELLS // max(cells_per_stimulus, 1)))
+    for size in range(largest, (largest + 1) // 2 - 1, -1):
+        if num_stimuli % size == 0:
+            return size
+    return largest
 
 
 def _block_tables(
@@ -132,12 +154,14 @@ def _block_tables(
     num_subsets: int,
     block_size: int,
 ):
-    """Pad the stimuli to whole blocks; return (num_blocks, fn(block index) -> table [B, S, C])."""
+    """Pad the stimuli to whole blocks; return (num_blocks, fn(block index) -> (table [B, S, C],
+    number of predictions outside [-1, C) in the block))."""
     num_stimuli = preds.shape[1]
     num_raters = rater_subset.shape[0]
     cells = num_subsets * num_categories
     pad = (-num_stimuli) % block_size
-    preds = jnp.pad(preds, ((0, 0), (0, pad)), constant_values=-1)
+    if pad:
+        preds = jnp.pad(preds, ((0, 0), (0, pad)), constant_values=-1)
     # Counts per cell never exceed the number of raters, so int16 tables are exact below 2**15
     # raters and halve the memory traffic of the dense passes.
     table_dtype = jnp.int16 if num_raters < 2**15 else jnp.int32
@@ -147,14 +171,21 @@ def _block_tables(
 
     def table(i):
         block = jax.lax.dynamic_slice_in_dim(preds, i * block_size, block_size, axis=1)
+        # Range checking here, in the same pass, spares the caller a pass over the predictions.
+        invalid = ((block < -1) | (block >= num_categories)).sum(dtype=jnp.int32)
         if rater_model is not None:
             block = block[rater_model]
         answered = (block >= 0) & (block < num_categories)
         flat = jnp.where(answered, row_offset + cell_offset + block, dropped).ravel()
         counts = jnp.zeros((block_size * cells,), table_dtype).at[flat].add(1, mode="drop")
-        return counts.reshape(block_size, num_subsets, num_categories)
+        return counts.reshape(block_size, num_subsets, num_categories), invalid
 
     return (num_stimuli + pad) // block_size, table
+
+
+def _device_local(carry, device_axes):
+    """Inside shard_map a scan carry that accumulates local data differs per device."""
+    return carry if device_axes is None else jax.lax.pcast(carry, device_axes, to="varying")
 
 
 _STATIC = ("num_categories", "num_subsets", "block_size", "device_axes")
@@ -162,41 +193,65 @@ _STATIC = ("num_categories", "num_subsets", "block_size", "device_axes")
 
 @partial(jax.jit, static_argnames=_STATIC)
 def _dense_counts(
-    preds, rater_model, rater_subset, *, num_categories, num_subsets, block_size, device_axes
-):
+    preds: Int[Array, "models stimuli"],
+    rater_model: Int[Array, " raters"] | None,
+    rater_subset: Int[Array, " raters"],
+    *,
+    num_categories: int,
+    num_subsets: int,
+    block_size: int,
+    device_axes: tuple[str, ...] | None,
+) -> tuple[Int[Array, "{num_subsets} stimuli {num_categories}"], Int[Array, ""]]:
     num_stimuli = preds.shape[1]
     num_blocks, table = _block_tables(
         preds, rater_model, rater_subset,
         num_categories=num_categories, num_subsets=num_subsets, block_size=block_size,
     )
-    blocks = jax.lax.map(lambda i: table(i).astype(jnp.int32), jnp.arange(num_blocks))
+
+    def step(invalid, i):
+        counts, bad = table(i)
+        return invalid + bad, counts.astype(jnp.int32)
+
+    invalid, blocks = jax.lax.scan(
+        step, _device_local(jnp.zeros((), jnp.int32), device_axes), jnp.arange(num_blocks)
+    )
+    if device_axes is not None:
+        invalid = jax.lax.psum(invalid, device_axes)
     counts = blocks.reshape(-1, num_subsets, num_categories)[:num_stimuli]
-    return jnp.swapaxes(counts, 0, 1)  # [subsets, stimuli, categories]
+    return jnp.swapaxes(counts, 0, 1), invalid  # [subsets, stimuli, categories]
 
 
 @partial(jax.jit, static_argnames=_STATIC)
 def _block_stats(
-    preds, rater_model, rater_subset, *, num_categories, num_subsets, block_size, device_axes
-):
+    preds: Int[Array, "models stimuli"],
+    rater_model: Int[Array, " raters"] | None,
+    rater_subset: Int[Array, " raters"],
+    *,
+    num_categories: int,
+    num_subsets: int,
+    block_size: int,
+    device_axes: tuple[str, ...] | None,
+) -> tuple[AgreementStats, Int[Array, ""]]:
     num_stimuli = preds.shape[1]
     num_blocks, table = _block_tables(
         preds, rater_model, rater_subset,
         num_categories=num_categories, num_subsets=num_subsets, block_size=block_size,
     )
 
-    def step(totals, i):
-        counts = table(i).astype(jnp.int32)  # [B, S, C]
-        return totals + counts.sum(0), (counts.sum(-1), (counts * counts).sum(-1))
+    def step(carry, i):
+        totals, invalid = carry
+        counts, bad = table(i)
+        counts = counts.astype(jnp.int32)  # [B, S, C]
+        return (totals + counts.sum(0), invalid + bad), (counts.sum(-1), (counts * counts).sum(-1))
 
-    totals = jnp.zeros((num_subsets, num_categories), jnp.int32)
-    if device_axes is not None:  # inside shard_map the carry differs per device
-        totals = jax.lax.pcast(totals, device_axes, to="varying")
-    totals, (n, sq) = jax.lax.scan(step, totals, jnp.arange(num_blocks))
+    carry = (jnp.zeros((num_subsets, num_categories), jnp.int32), jnp.zeros((), jnp.int32))
+    carry = _device_local(carry, device_axes)
+    (totals, invalid), (n, sq) = jax.lax.scan(step, carry, jnp.arange(num_blocks))
     if device_axes is not None:
-        totals = jax.lax.psum(totals, device_axes)
+        totals, invalid = jax.lax.psum((totals, invalid), device_axes)
     n = n.reshape(-1, num_subsets)[:num_stimuli].T
     sq = sq.reshape(-1, num_subsets)[:num_stimuli].T
-    return AgreementStats(n, sq, totals)
+    return AgreementStats(n, sq, totals), invalid
 
 
 def _run(kernel, preds, raters: _Raters, mesh: Mesh | None, out_specs):
@@ -228,6 +283,7 @@ def _kernel(fn, raters: _Raters, num_stimuli: int, num_categories: int, mesh: Me
     return partial(fn, num_categories=num_categories, num_subsets=raters.num_subsets, block_size=block)
 
 
+@no_type_check  # validates its input itself, with ValueErrors that name the culprit
 def count_predictions(
     preds: Int[AnyArray, "models stimuli"],
     *,
@@ -250,15 +306,19 @@ def count_predictions(
     Returns:
       ``int32 [stimuli, C]``, or ``int32 [subsets, stimuli, C]`` with ``model_mask``.
     """
-    preds = check_predictions(preds, num_categories)
+    preds = check_predictions(preds, num_categories, check_values=False)
     num_stimuli = preds.shape[1]
     raters = _raters_from_mask(model_mask, preds.shape[0])
     kernel = _kernel(_dense_counts, raters, num_stimuli, num_categories, mesh)
-    counts = _run(kernel, preds, raters, mesh, lambda axes: PartitionSpec(None, axes, None))
+    counts, invalid = _run(
+        kernel, preds, raters, mesh, lambda axes: (PartitionSpec(None, axes, None), PartitionSpec())
+    )
+    _check_invalid(invalid, preds, num_categories)
     counts = counts[:, :num_stimuli]
     return counts[0] if raters.squeeze else counts
 
 
+@no_type_check  # validates its input itself, with ValueErrors that name the culprit
 def agreement_stats(
     preds: Int[AnyArray, "models stimuli"],
     *,
@@ -272,7 +332,7 @@ def agreement_stats(
     :func:`~jaxagree.per_stimulus_agreement` and :func:`~jaxagree.fleiss_kappa` in place of a
     count table, with identical results.
     """
-    preds = check_predictions(preds, num_categories)
+    preds = check_predictions(preds, num_categories, check_values=False)
     num_stimuli = preds.shape[1]
     raters = _raters_from_mask(model_mask, preds.shape[0])
     num_raters = raters.subset.shape[0]
@@ -281,10 +341,13 @@ def agreement_stats(
         return _chunked_stats(preds, model_mask, num_categories, mesh, chunk)
     kernel = _kernel(_block_stats, raters, num_stimuli, num_categories, mesh)
     per_stimulus = lambda axes: PartitionSpec(None, axes)  # noqa: E731
-    stats = _run(
+    stats, invalid = _run(
         kernel, preds, raters, mesh,
-        lambda axes: AgreementStats(per_stimulus(axes), per_stimulus(axes), PartitionSpec()),
+        lambda axes: (
+            AgreementStats(per_stimulus(axes), per_stimulus(axes), PartitionSpec()), PartitionSpec()
+        ),
     )
+    _check_invalid(invalid, preds, num_categories)
     stats = AgreementStats(
         stats.n_raters[:, :num_stimuli], stats.sum_squares[:, :num_stimuli], stats.category_totals
     )
@@ -323,6 +386,7 @@ def stats_from_counts(counts: Int[Array, "*subsets stimuli categories"]) -> Agre
     return AgreementStats(counts.sum(-1), (counts * counts).sum(-1), counts.sum(-2))
 
 
+@no_type_check  # validates its input itself, with ValueErrors that name the culprit
 def check_counts(counts: AnyArray) -> None:
     """Validate a dense count table ``[..., stimuli, categories]``."""
     if not hasattr(counts, "dtype"):

@@ -1,0 +1,149 @@
+"""Agreement kernels against statsmodels and against the memory floor, in one run.
+
+For each case (models x stimuli x categories):
+
+* jaxagree ``agreement_stats`` + ``per_stimulus_agreement`` + ``fleiss_kappa`` (the fast path,
+  no dense table), and ``count_predictions`` + the same (the dense count table);
+* statsmodels ``aggregate_raters`` + ``fleiss_kappa`` (the peer a user would otherwise pick);
+* the memory floor: bytes of predictions read / the copy bandwidth measured in this run;
+* 10 accuracy-bin subsets in one call (``model_mask``) against one call over all models.
+
+Compile time (first call minus a warm call) is reported apart. Usage:
+``python benchmarks/bench_agreement.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import jaxagree as ja
+
+try:
+    from benchmarks.common import block, copy_bandwidth, machine, markdown_table, save, timed
+except ImportError:  # run as a script from the benchmarks folder
+    from common import block, copy_bandwidth, machine, markdown_table, save, timed
+
+CASES = [(400, 50_000, 1000), (1355, 50_000, 1000)]
+QUICK_CASES = [(40, 2_000, 100)]
+
+
+def make_predictions(num_models: int, num_stimuli: int, num_categories: int, seed: int = 0):
+    """Models 40-90% accurate whose errors share a few look-alike classes per stimulus."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_categories, num_stimuli)
+    accuracy = rng.uniform(0.4, 0.9, num_models)
+    right = rng.random((num_models, num_stimuli)) < accuracy[:, None]
+    lookalike = (labels[:, None] + rng.integers(1, num_categories, (num_stimuli, 3))) % num_categories
+    wrong = lookalike[np.arange(num_stimuli), rng.integers(0, 3, (num_models, num_stimuli))]
+    wrong = np.where(rng.random((num_models, num_stimuli)) < 0.3, rng.integers(0, num_categories, wrong.shape), wrong)
+    return np.where(right, labels, wrong).astype(np.int32), accuracy
+
+
+def run_case(num_models: int, num_stimuli: int, num_categories: int, *, bandwidth: float, repeats: int, peer: bool):
+    import jax.numpy as jnp
+
+    preds_host, accuracy = make_predictions(num_models, num_stimuli, num_categories)
+    preds = jnp.asarray(preds_host)
+    C = num_categories
+
+    def fast():
+        stats = ja.agreement_stats(preds, num_categories=C)
+        return ja.per_stimulus_agreement(stats), ja.fleiss_kappa(stats)
+
+    def dense():
+        counts = ja.count_predictions(preds, num_categories=C)
+        return ja.per_stimulus_agreement(counts), ja.fleiss_kappa(counts)
+
+    bins = ja.accuracy_bins(accuracy, num_bins=10).model_mask
+
+    def ten_bins():
+        stats = ja.agreement_stats(preds, num_categories=C, model_mask=bins)
+        return ja.per_stimulus_agreement(stats), ja.fleiss_kappa(stats)
+
+    def one_bin():
+        stats = ja.agreement_stats(preds, num_categories=C, model_mask=bins[:1])
+        return ja.per_stimulus_agreement(stats), ja.fleiss_kappa(stats)
+
+    row = {"case": f"{num_models} x {num_stimuli:,} x {C}"}
+    first, row["fast_s"] = timed(fast, repeats=repeats)
+    row["fast_compile_s"] = max(first - row["fast_s"], 0.0)
+    first, row["dense_s"] = timed(dense, repeats=repeats)
+    row["dense_compile_s"] = max(first - row["dense_s"], 0.0)
+    _, row["bins10_s"] = timed(ten_bins, repeats=repeats)
+    _, row["bin1_s"] = timed(one_bin, repeats=repeats)
+    row["floor_s"] = preds_host.nbytes / bandwidth
+    kappa = float(fast()[1])
+    row["kappa"] = kappa
+
+    if peer:
+        from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
+
+        best = float("inf")
+        for _ in range(2):
+            start = time.perf_counter()
+            table, _ = aggregate_raters(preds_host.T, n_cat=C)
+            peer_kappa = fleiss_kappa(table)
+            best = min(best, time.perf_counter() - start)
+        row["statsmodels_s"] = best
+        if abs(peer_kappa - kappa) > 1e-5:
+            raise AssertionError(f"kappa differs from statsmodels: {kappa} vs {peer_kappa}")
+    row["speedup_vs_statsmodels"] = row.get("statsmodels_s", float("nan")) / row["fast_s"]
+    row["dense_speedup_vs_statsmodels"] = row.get("statsmodels_s", float("nan")) / row["dense_s"]
+    row["x_floor"] = row["fast_s"] / row["floor_s"]
+    row["bins10_over_all"] = row["bins10_s"] / row["fast_s"]
+    row["bins10_over_bin1"] = row["bins10_s"] / row["bin1_s"]
+    block(preds)
+    return row
+
+
+COLUMNS = [
+    ("case", "models x stimuli x categories", "s"),
+    ("fast_s", "jaxagree stats (s)", ".3f"),
+    ("dense_s", "jaxagree dense counts (s)", ".3f"),
+    ("statsmodels_s", "statsmodels (s)", ".2f"),
+    ("speedup_vs_statsmodels", "speed-up vs statsmodels", ".1f"),
+    ("dense_speedup_vs_statsmodels", "dense speed-up", ".1f"),
+    ("floor_s", "memory floor (s)", ".4f"),
+    ("x_floor", "x floor", ".1f"),
+    ("bins10_s", "10 bins, one call (s)", ".3f"),
+    ("bins10_over_all", "10 bins / all models", ".2f"),
+    ("bins10_over_bin1", "10 bins / 1 bin", ".2f"),
+    ("fast_compile_s", "compile (s)", ".2f"),
+]
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one small case (a smoke run)")
+    parser.add_argument("--no-save", action="store_true")
+    args = parser.parse_args(argv)
+    cases = QUICK_CASES if args.quick else CASES
+    bandwidth = copy_bandwidth(64 * 2**20 if args.quick else 512 * 2**20)
+    try:
+        import statsmodels  # noqa: F401
+
+        peer = True
+    except ImportError:
+        peer = False
+        print("statsmodels is not installed (pip install -e '.[bench]'): peer column left empty")
+    rows = [
+        run_case(*case, bandwidth=bandwidth, repeats=2 if args.quick else 5, peer=peer) for case in cases
+    ]
+    table = markdown_table(rows, COLUMNS)
+    notes = (
+        f"\nCopy bandwidth measured in this run: {bandwidth / 1e9:.2f} GB/s (read + write). "
+        "Memory floor = bytes of int32 predictions / that bandwidth. Times are best of repeats, "
+        "compile excluded; 'compile' is first call minus a warm call.\n"
+    )
+    print(table + notes)
+    if not args.no_save and not args.quick:
+        path = save("agreement", machine(), rows, table + notes)
+        print(f"wrote {path}")
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Test set-up: 4 fake CPU devices (set before jax initialises), slow and GPU markers."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+).strip()
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Every example compiles a kernel for new shapes: keep the example count modest, no deadline.
+settings.register_profile("jaxagree", max_examples=40, deadline=None)
+settings.load_profile("jaxagree")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    has_gpu = any(d.platform == "gpu" for d in jax.devices())
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--runslow"):
+            item.add_marker(pytest.mark.skip(reason="slow: run with --runslow"))
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(pytest.mark.skip(reason="needs a GPU"))
+
+
+@pytest.fixture(scope="session")
+def devices():
+    found = jax.devices("cpu")
+    assert len(found) == 4, f"expected 4 fake CPU devices, got {found}"
+    return found

@@ -1,0 +1,51 @@
+"""Float64 NumPy references written straight from the formulas (loops where that is clearest)."""
+
+import numpy as np
+
+
+def counts(preds: np.ndarray, num_categories: int) -> np.ndarray:
+    """[models, stimuli] -> [stimuli, categories], -1 not counted."""
+    table = np.zeros((preds.shape[1], num_categories), np.int64)
+    for m in range(preds.shape[0]):
+        for i in range(preds.shape[1]):
+            if preds[m, i] >= 0:
+                table[i, preds[m, i]] += 1
+    return table
+
+
+def agreement(table: np.ndarray) -> np.ndarray:
+    """Eq. 1 per stimulus; NaN where fewer than 2 raters."""
+    table = np.asarray(table, np.float64)
+    n = table.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = ((table**2).sum(-1) - n) / (n * (n - 1))
+    return np.where(n >= 2, p, np.nan)
+
+
+def kappa(table: np.ndarray, method: str = "fleiss") -> float:
+    table = np.asarray(table, np.float64)
+    n = table.sum(-1)
+    p_bar = np.nanmean(agreement(table)) if (n >= 2).any() else np.nan
+    if method == "fleiss":
+        if table.sum() == 0:
+            return np.nan
+        p_j = table.sum(0) / table.sum()
+        p_e = (p_j**2).sum()
+    else:
+        p_e = 1.0 / table.shape[-1]
+    if p_e >= 1.0:
+        return np.nan
+    return (p_bar - p_e) / (1.0 - p_e)
+
+
+def error_consistency(correct: np.ndarray) -> np.ndarray:
+    """Geirhos, Meding & Wichmann (2020), one pair at a time."""
+    num_models, num_stimuli = correct.shape
+    out = np.empty((num_models, num_models))
+    for a in range(num_models):
+        for b in range(num_models):
+            c_obs = np.mean(correct[a] == correct[b])
+            p1, p2 = correct[a].mean(), correct[b].mean()
+            c_exp = p1 * p2 + (1 - p1) * (1 - p2)
+            out[a, b] = np.nan if c_exp == 1 else (c_obs - c_exp) / (1 - c_exp)
+    return out

@@ -1,0 +1,174 @@
+"""Count aggregation: reference, subsets, blocking, chunking, sharding, bad input."""
+
+import hypothesis.extra.numpy as hnp
+import jax
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import jaxagree as ja
+from jaxagree import counts as counts_module
+
+from . import reference
+
+
+@st.composite
+def predictions(draw, min_models=2, max_models=12, max_stimuli=40, max_categories=9):
+    num_categories = draw(st.integers(1, max_categories))
+    shape = (draw(st.integers(min_models, max_models)), draw(st.integers(1, max_stimuli)))
+    preds = draw(hnp.arrays(np.int32, shape, elements=st.integers(-1, num_categories - 1)))
+    return preds, num_categories
+
+
+@given(predictions())
+def test_counts_match_reference(case):
+    preds, num_categories = case
+    got = np.asarray(ja.count_predictions(preds, num_categories=num_categories))
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, reference.counts(preds, num_categories))
+
+
+@given(predictions(), st.data())
+def test_subset_counts_equal_counting_each_subset_alone(case, data):
+    preds, num_categories = case
+    num_models = preds.shape[0]
+    num_subsets = data.draw(st.integers(1, 4))
+    mask = data.draw(hnp.arrays(bool, (num_subsets, num_models)))
+    mask[:, :2] = True  # every subset needs 2 models
+    got = np.asarray(ja.count_predictions(preds, num_categories=num_categories, model_mask=mask))
+    assert got.shape == (num_subsets, preds.shape[1], num_categories)
+    for s in range(num_subsets):
+        np.testing.assert_array_equal(got[s], reference.counts(preds[mask[s]], num_categories))
+    stats = ja.agreement_stats(preds, num_categories=num_categories, model_mask=mask)
+    for s in range(num_subsets):
+        alone = ja.agreement_stats(preds[mask[s]], num_categories=num_categories)
+        for field, expected in zip(stats, alone):
+            np.testing.assert_array_equal(np.asarray(field)[s], np.asarray(expected))
+
+
+@given(predictions())
+def test_agreement_stats_equal_stats_of_the_dense_table(case):
+    preds, num_categories = case
+    table = reference.counts(preds, num_categories)
+    stats = ja.agreement_stats(preds, num_categories=num_categories)
+    np.testing.assert_array_equal(stats.n_raters, table.sum(1))
+    np.testing.assert_array_equal(stats.sum_squares, (table**2).sum(1))
+    np.testing.assert_array_equal(stats.category_totals, table.sum(0))
+
+
+def test_small_blocks_equal_one_block(monkeypatch):
+    """The block size is a memory knob only: many tiny blocks give the same answer."""
+    rng = np.random.default_rng(1)
+    preds = rng.integers(-1, 7, size=(9, 203)).astype(np.int32)
+    mask = rng.random((3, 9)) < 0.7
+    mask[:, :2] = True
+    whole = ja.count_predictions(preds, num_categories=7, model_mask=mask)
+    whole_stats = ja.agreement_stats(preds, num_categories=7, model_mask=mask)
+    monkeypatch.setattr(counts_module, "_BLOCK_CELLS", 3 * 7 * 5)  # 5 stimuli per block
+    assert counts_module._block_size(203, 21) == 5
+    np.testing.assert_array_equal(ja.count_predictions(preds, num_categories=7, model_mask=mask), whole)
+    for a, b in zip(ja.agreement_stats(preds, num_categories=7, model_mask=mask), whole_stats):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_chunks_beyond_int32_totals_merge_to_the_same_stats(monkeypatch):
+    rng = np.random.default_rng(2)
+    preds = rng.integers(-1, 5, size=(6, 101)).astype(np.int32)
+    whole = ja.agreement_stats(preds, num_categories=5)
+    monkeypatch.setattr(counts_module, "_INT32_LIMIT", 6 * 10)  # chunks of 10 stimuli
+    chunked = ja.agreement_stats(preds, num_categories=5)
+    assert chunked.category_totals.dtype == np.int64
+    for a, b in zip(chunked, whole):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(ja.fleiss_kappa(chunked), ja.fleiss_kappa(whole), rtol=1e-6)
+
+
+def test_merge_stats_of_stimulus_batches_equals_one_run():
+    rng = np.random.default_rng(3)
+    preds = rng.integers(0, 4, size=(5, 60)).astype(np.int32)
+    parts = [ja.agreement_stats(preds[:, s:s + 25], num_categories=4) for s in range(0, 60, 25)]
+    merged = ja.merge_stats(parts)
+    whole = ja.agreement_stats(preds, num_categories=4)
+    for a, b in zip(merged, whole):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="at least one"):
+        ja.merge_stats([])
+
+
+@pytest.mark.parametrize("num_stimuli", [1, 4, 37, 400])
+def test_sharded_over_4_devices_equals_one_device(devices, num_stimuli):
+    rng = np.random.default_rng(num_stimuli)
+    preds = rng.integers(-1, 6, size=(7, num_stimuli)).astype(np.int32)
+    mask = np.array([[1, 1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 1, 1, 1]], bool)
+    mesh = ja.stimulus_mesh(devices)
+    assert mesh.devices.size == 4
+    for model_mask in (None, mask):
+        single = ja.count_predictions(preds, num_categories=6, model_mask=model_mask)
+        sharded = ja.count_predictions(preds, num_categories=6, model_mask=model_mask, mesh=mesh)
+        np.testing.assert_array_equal(np.asarray(sharded), np.asarray(single))
+        single_stats = ja.agreement_stats(preds, num_categories=6, model_mask=model_mask)
+        sharded_stats = ja.agreement_stats(preds, num_categories=6, model_mask=model_mask, mesh=mesh)
+        for a, b in zip(sharded_stats, single_stats):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_sharded_output_is_split_over_stimuli(devices):
+    preds = np.zeros((3, 40), np.int32)
+    counts = ja.count_predictions(preds, num_categories=2, mesh=ja.stimulus_mesh(devices))
+    assert len(counts.sharding.device_set) == 4
+
+
+def test_count_predictions_works_inside_jit():
+    rng = np.random.default_rng(4)
+    preds = rng.integers(-1, 5, size=(4, 30)).astype(np.int32)
+    jitted = jax.jit(lambda p: ja.count_predictions(p, num_categories=5))
+    np.testing.assert_array_equal(jitted(preds), reference.counts(preds, 5))
+
+
+def test_more_than_int16_raters_use_exact_int32_tables():
+    preds = np.zeros((2**15 + 3, 2), np.int32)
+    got = ja.count_predictions(preds, num_categories=2)
+    np.testing.assert_array_equal(got, [[2**15 + 3, 0], [2**15 + 3, 0]])
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "preds, match",
+    [
+        (np.array([[0, 1], [5, 0]]), r"predictions\[model 1, stimulus 0\] = 5 is outside \[-1, num_categories=5\)"),
+        (np.array([[0, -2], [1, 0]]), r"predictions\[model 0, stimulus 1\] = -2"),
+        (np.array([[0.0, 1.0], [1.0, 0.0]]), "integer array"),
+        (np.array([[0, 1]]), "1 model"),
+        (np.zeros((3, 0), int), "no stimuli"),
+        (np.array([0, 1, 2]), r"shape \[models, stimuli\]"),
+    ],
+)
+def test_bad_predictions_name_the_culprit(preds, match):
+    with pytest.raises(ValueError, match=match):
+        ja.count_predictions(preds, num_categories=5)
+    with pytest.raises(ValueError, match=match):
+        ja.agreement_stats(preds, num_categories=5)
+
+
+@pytest.mark.parametrize("num_categories", [0, -3, 2.5, True])
+def test_bad_num_categories(num_categories):
+    with pytest.raises(ValueError, match="num_categories must be a positive integer"):
+        ja.count_predictions(np.zeros((2, 3), int), num_categories=num_categories)
+
+
+@pytest.mark.parametrize(
+    "mask, match",
+    [
+        (np.ones((2, 4), int), "bool"),
+        (np.ones((2, 5), bool), "model_mask has 5 models but predictions has 4"),
+        (np.array([[1, 1, 0, 0], [0, 0, 0, 1]], bool), "model_mask row 1 selects 1 model"),
+        (np.ones(4, bool), r"shape \[subsets, models\]"),
+        (np.ones((0, 4), bool), "no subsets"),
+    ],
+)
+def test_bad_model_mask(mask, match):
+    with pytest.raises(ValueError, match=match):
+        ja.count_predictions(np.zeros((4, 3), int), num_categories=2, model_mask=mask)
