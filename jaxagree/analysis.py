@@ -7,6 +7,7 @@ all stimuli and over that bin's own ``k`` contrastive stimuli.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -81,7 +82,7 @@ def analyse_agreement(
     labels: np.ndarray | None = None,
     k: int | None = None,
     num_bins: int | None = None,
-    bin_edges: np.ndarray | None = None,
+    bin_edges: Sequence[float] | np.ndarray | None = None,
 ) -> AgreementAnalysis:
     """Agreement, kappa and contrastive stimuli; per accuracy bin too when labels are given.
 

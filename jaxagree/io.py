@@ -4,9 +4,10 @@ Prediction inputs:
 
 * Long tables, CSV or Parquet, one row per (model, stimulus) with columns ``model``,
   ``stimulus``, ``response`` and optionally ``label``. Responses and labels are category names
-  (strings) or integer indices. A response that is empty, ``na``, ``nan`` or ``none`` (any case),
-  a null, or the integer ``-1`` is "no response"; a (model, stimulus) pair absent from the table
-  is "no response" too. A missing label marks an unlabelled stimulus.
+  (strings) or integer indices; given category names name the indices in order, as for arrays.
+  A response that is empty, ``na``, ``nan`` or ``none`` (any case), a null, or ``-1`` is
+  "no response"; a (model, stimulus) pair absent from the table is "no response" too. A missing
+  label marks an unlabelled stimulus.
 * Wide arrays: ``.npy`` holding ``int [models, stimuli]`` (-1 = no response), or ``.npz`` with
   ``predictions`` and optionally ``labels [stimuli]``, ``models``, ``stimuli`` and
   ``categories`` (string arrays).
@@ -29,7 +30,8 @@ import numpy as np
 
 MISSING_MARKERS = frozenset({"", "na", "nan", "none"})
 _LONG_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-_INTEGER = re.compile(r"^[+-]?\d+$")
+# Up to 18 digits fit int64; longer digit strings are read as category names.
+_INTEGER = re.compile(r"^[+-]?\d{1,18}$")
 
 
 class PredictionTable(NamedTuple):
@@ -123,22 +125,26 @@ def _parse_column(column, path: Path, name: str) -> _Column:
 
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     kind = column.type
-    if pa.types.is_integer(kind):
-        return _Column(np.asarray(column.fill_null(-1).to_numpy(zero_copy_only=False), np.int64), None)
-    if pa.types.is_floating(kind):
-        values = np.asarray(column.fill_null(np.nan).to_numpy(zero_copy_only=False), np.float64)
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind):
+        values = np.asarray(column.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False))
         missing = np.isnan(values)
-        whole = missing | (values == np.round(values))
+        whole = missing | (np.isfinite(values) & (values == np.round(values)))
         if not whole.all():
             row = int(np.flatnonzero(~whole)[0])
             raise ValueError(f"{path}: column {name!r} row {row} holds {values[row]}, not a category index")
+        if pa.types.is_integer(kind):  # exact even beyond 2**53
+            values = column.cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
         return _Column(np.where(missing, -1, values).astype(np.int64), None)
     text = pc.utf8_trim_whitespace(column.cast(pa.string()).fill_null(""))
-    missing = pc.is_in(pc.utf8_lower(text), value_set=pa.array(sorted(MISSING_MARKERS)))
+    # "-1" is "no response" in text as in integer columns.
+    markers = pa.array(sorted(MISSING_MARKERS | {"-1"}))
+    missing = pc.is_in(pc.utf8_lower(text), value_set=markers)
     text = pc.if_else(missing, pa.scalar(None, pa.string()), text)
     distinct = pc.unique(text).drop_null()
-    if len(distinct) and pc.all(pc.match_substring_regex(distinct, _INTEGER.pattern)).as_py():
-        return _Column(np.asarray(text.cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)), None)
+    # A column with no values at all (e.g. no labels) does not force category names.
+    if pc.all(pc.match_substring_regex(distinct, _INTEGER.pattern)).as_py() is not False:
+        digits = pc.replace_substring_regex(text, r"^\+", "")
+        return _Column(np.asarray(digits.cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)), None)
     return _Column(None, text)
 
 
@@ -159,8 +165,9 @@ def _read_long(path: Path, kind: str, categories, num_categories) -> PredictionT
 
     def encode(name):
         column = table.column(name).cast(pa.string())
-        if column.null_count:
-            row = int(np.flatnonzero(np.asarray(column.is_null()))[0])
+        empty = pc.or_kleene(column.is_null(), pc.equal(pc.utf8_trim_whitespace(column), ""))
+        if pc.any(empty).as_py():
+            row = int(np.flatnonzero(np.asarray(empty.to_numpy(zero_copy_only=False), bool))[0])
             raise ValueError(f"{path}: column {name!r} is empty in row {row}")
         encoded = pc.dictionary_encode(column).combine_chunks()
         return np.asarray(encoded.indices, np.int64), [str(v) for v in encoded.dictionary.to_pylist()]
@@ -184,8 +191,18 @@ def _read_long(path: Path, kind: str, categories, num_categories) -> PredictionT
 def _categorise(responses: _Column, labels: _Column | None, categories, num_categories, path, where):
     """Turn response and label columns into category indices; returns (names, responses, labels)."""
     columns = [("response", responses)] + ([("label", labels)] if labels is not None else [])
-    as_strings = categories is not None or any(c.strings is not None for _, c in columns)
-    if not as_strings:
+    if categories is not None:
+        categories = [str(c) for c in categories]
+        if len(set(categories)) != len(categories):
+            raise ValueError("categories contains duplicate names")
+        if num_categories is not None and num_categories != len(categories):
+            raise ValueError(
+                f"num_categories={num_categories} disagrees with the {len(categories)} given categories"
+            )
+    as_strings = any(c.strings is not None for _, c in columns)
+    if not as_strings:  # integer indices; given category names only name them
+        if categories is not None:
+            num_categories = len(categories)
         for name, column in columns:
             negative = column.integers < -1
             if negative.any():
@@ -205,8 +222,14 @@ def _categorise(responses: _Column, labels: _Column | None, categories, num_cate
         if num_categories < 1:
             raise ValueError(f"{path}: no model gave any response")
         codes = [c.integers.astype(np.int32) for _, c in columns]
-        return [str(i) for i in range(num_categories)], codes[0], codes[1] if labels is not None else None
+        names = categories if categories is not None else [str(i) for i in range(num_categories)]
+        return names, codes[0], codes[1] if labels is not None else None
 
+    if num_categories is not None and categories is None:
+        raise ValueError(
+            f"{path}: num_categories is for integer responses; responses here are category names, "
+            "so give the full list of names with categories= (--categories FILE)"
+        )
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -220,9 +243,7 @@ def _categorise(responses: _Column, labels: _Column | None, categories, num_cate
     if categories is None:
         vocabulary = sorted({v for _, t in texts for v in pc.unique(t).drop_null().to_pylist()})
     else:
-        vocabulary = [str(c) for c in categories]
-        if len(set(vocabulary)) != len(vocabulary):
-            raise ValueError("categories contains duplicate names")
+        vocabulary = categories
     if not vocabulary:
         raise ValueError(f"{path}: no model gave any response")
     value_set = pa.array(vocabulary, pa.string())

@@ -227,14 +227,8 @@ def _edges_between(lower_rank: int) -> float:
     return float((accuracy[lower_rank] + accuracy[lower_rank + 1]) / 2)
 
 
-BIN_EDGES_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="cli passes --bin-edges as a list to analyse_agreement(bin_edges: np.ndarray | None); "
-    "under the test suite's jaxtyping/beartype checks this raises TypeCheckError",
-)
 
 
-@BIN_EDGES_BUG
 def test_bin_edges(tmp_path, capsys):
     source = _write_long(tmp_path / "preds.csv")
     edges = [0.0, _edges_between(1), 1.0]
@@ -252,7 +246,6 @@ def test_bin_edges(tmp_path, capsys):
     assert len(_rows(out / "bins.csv")) == 2
 
 
-@BIN_EDGES_BUG
 def test_bin_edges_leaving_models_out(tmp_path, capsys):
     # Models outside every bin are written with bin -1.
     source = _write_long(tmp_path / "preds.csv")
@@ -371,7 +364,6 @@ def test_error_bins_without_labels(tmp_path, capsys):
     assert "labels" in err
 
 
-@BIN_EDGES_BUG
 def test_error_bin_edges_without_labels(tmp_path, capsys):
     source = _write_long(tmp_path / "preds.csv", with_labels=False)
     err = _error(capsys, ["agreement", str(source), "--out", str(tmp_path / "out"), "--bin-edges", "0,0.5,1"])
@@ -424,7 +416,6 @@ def test_console_script(tmp_path):
     source = _write_long(tmp_path / "preds.csv")
     out = tmp_path / "report"
     env = dict(os.environ, MPLBACKEND="Agg", JAX_PLATFORMS="cpu")
-    # --bin-edges here: outside the test suite's run-time type checks it works (see BIN_EDGES_BUG).
     edges = f"0,{_edges_between(1):.6f},1"
     done = subprocess.run(
         [str(script), "agreement", str(source), "--out", str(out), "--k", "4", "--bin-edges", edges],

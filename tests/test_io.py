@@ -176,11 +176,26 @@ def test_integer_responses_num_categories_given(tmp_path):
     np.testing.assert_array_equal(table.labels, INT_LABELS)
 
 
-def test_integer_responses_with_numeric_category_names_follow_the_list(tmp_path):
+def test_integer_responses_are_indices_that_given_category_names_name(tmp_path):
+    """As for .npy/.npz arrays: integer responses index the given list, even numeric names."""
     rows = [("a", "x", 0, ""), ("b", "x", 1, ""), ("a", "y", 2, ""), ("b", "y", 0, "")]
     table = read_predictions(_csv(tmp_path / "preds.csv", rows), categories=["2", "0", "1"])
     assert table.categories == ["2", "0", "1"]
-    np.testing.assert_array_equal(table.predictions, [[1, 0], [2, 1]])
+    np.testing.assert_array_equal(table.predictions, [[0, 2], [1, 0]])
+    named = read_predictions(_csv(tmp_path / "named.csv", rows), categories=["cat", "dog", "eel"])
+    assert named.categories == ["cat", "dog", "eel"]
+    np.testing.assert_array_equal(named.predictions, [[0, 2], [1, 0]])
+    with pytest.raises(ValueError, match=r"response 2 >= num_categories=2"):
+        read_predictions(_csv(tmp_path / "short.csv", rows), categories=["cat", "dog"])
+
+
+def test_num_categories_with_category_names_is_an_error(tmp_path):
+    rows = [("a", "x", "cat"), ("b", "x", "dog")]
+    path = _csv(tmp_path / "preds.csv", rows, header=("model", "stimulus", "response"))
+    with pytest.raises(ValueError, match="num_categories is for integer responses"):
+        read_predictions(path, num_categories=5)
+    with pytest.raises(ValueError, match="num_categories=5 disagrees with the 2 given categories"):
+        read_predictions(path, categories=["cat", "dog"], num_categories=5)
 
 
 def test_integer_responses_compare_numerically_not_as_text(tmp_path):
@@ -650,11 +665,6 @@ def test_file_that_does_not_exist(tmp_path):
 # Probable bugs (see the reasons)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an all-empty label column turns integer responses into text categories sorted as "
-    "strings ('0','10','2') and ignores num_categories",
-)
 def test_integer_responses_with_an_all_empty_label_column(tmp_path):
     rows = [("m1", "s1", 2, ""), ("m2", "s1", 10, ""), ("m1", "s2", 0, "")]
     table = read_predictions(_csv(tmp_path / "preds.csv", rows), num_categories=12)
@@ -663,10 +673,6 @@ def test_integer_responses_with_an_all_empty_label_column(tmp_path):
     np.testing.assert_array_equal(table.labels, [-1, -1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="'-1' in a column of category names becomes a category named '-1' instead of no response",
-)
 def test_minus_one_in_string_responses_is_no_response(tmp_path):
     rows = [("m1", "s1", "cat"), ("m2", "s1", "-1"), ("m1", "s2", "dog")]
     table = read_predictions(_csv(tmp_path / "preds.csv", rows, header=("model", "stimulus", "response")))
@@ -674,44 +680,24 @@ def test_minus_one_in_string_responses_is_no_response(tmp_path):
     np.testing.assert_array_equal(table.predictions, [[0, 1], [-1, -1]])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="'+3' passes the integer pattern ^[+-]?\\d+$ but Arrow's cast rejects it "
-    "(ArrowInvalid without the file name)",
-)
 def test_integer_with_plus_sign(tmp_path):
     rows = [("m1", "s1", "+3"), ("m2", "s1", "1")]
     table = read_predictions(_csv(tmp_path / "preds.csv", rows, header=("model", "stimulus", "response")))
     np.testing.assert_array_equal(table.predictions, [[3], [1]])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="any unsigned Parquet integer column raises OverflowError: fill_null(-1) builds a -1 scalar "
-    "of the unsigned type even when there are no nulls",
-)
 def test_parquet_unsigned_integer_column_without_nulls(tmp_path):
     arrow = pa.table({"model": ["a", "b"], "stimulus": ["x", "x"], "response": pa.array([2, 0], pa.uint8())})
     pq.write_table(arrow, tmp_path / "preds.parquet")
     np.testing.assert_array_equal(read_predictions(tmp_path / "preds.parquet").predictions, [[2], [0]])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a null in an unsigned Parquet integer column raises OverflowError from fill_null(-1) "
-    "instead of reading as no response",
-)
 def test_parquet_unsigned_integer_column_with_nulls(tmp_path):
     arrow = pa.table({"model": ["a", "b"], "stimulus": ["x", "x"], "response": pa.array([2, None], pa.uint8())})
     pq.write_table(arrow, tmp_path / "preds.parquet")
     np.testing.assert_array_equal(read_predictions(tmp_path / "preds.parquet").predictions, [[2], [-1]])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an infinite float response is cast to int64 min and reported as "
-    "'response -9223372036854775808 < -1' (with a RuntimeWarning) instead of naming inf",
-)
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
 def test_parquet_infinite_float_response(tmp_path):
     arrow = pa.table({"model": ["a", "b"], "stimulus": ["x", "x"], "response": pa.array([float("inf"), 1.0])})
@@ -720,11 +706,6 @@ def test_parquet_infinite_float_response(tmp_path):
         read_predictions(tmp_path / "preds.parquet")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an empty model id in a CSV is read as the model '' (the 'is empty in row' check only sees "
-    "Parquet nulls)",
-)
 def test_empty_model_id_in_csv(tmp_path):
     path = _write(tmp_path / "preds.csv", "model,stimulus,response\nm1,s1,1\n,s1,0\n")
     with pytest.raises(ValueError, match=r"column 'model' is empty in row 1"):
