@@ -82,7 +82,7 @@ def run_case(num_models: int, num_stimuli: int, num_categories: int, *, bandwidt
         from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
         best = float("inf")
-        for _ in range(2):
+        for _ in range(3):
             start = time.perf_counter()
             table, _ = aggregate_raters(preds_host.T, n_cat=C)
             peer_kappa = fleiss_kappa(table)

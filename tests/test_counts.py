@@ -1,5 +1,7 @@
 """Count aggregation: reference, subsets, blocking, chunking, sharding, bad input."""
 
+from unittest import mock
+
 import hypothesis.extra.numpy as hnp
 import jax
 import numpy as np
@@ -11,6 +13,15 @@ import jaxagree as ja
 from jaxagree import counts as counts_module
 
 from . import reference
+
+
+STATS_KERNELS = ["dense", "sparse"]
+
+
+def stats_kernel(name: str):
+    """Force agreement_stats onto one of its two kernels (they must agree exactly)."""
+    ratio = {"dense": 10**9, "sparse": 0}[name]
+    return mock.patch.object(counts_module, "_SPARSE_CELLS_PER_RATER", ratio)
 
 
 @st.composite
@@ -29,8 +40,9 @@ def test_counts_match_reference(case):
     np.testing.assert_array_equal(got, reference.counts(preds, num_categories))
 
 
-@given(predictions(), st.data())
-def test_subset_counts_equal_counting_each_subset_alone(case, data):
+@pytest.mark.parametrize("kernel", STATS_KERNELS)
+@given(case=predictions(), data=st.data())
+def test_subset_counts_equal_counting_each_subset_alone(kernel, case, data):
     preds, num_categories = case
     num_models = preds.shape[0]
     num_subsets = data.draw(st.integers(1, 4))
@@ -40,25 +52,30 @@ def test_subset_counts_equal_counting_each_subset_alone(case, data):
     assert got.shape == (num_subsets, preds.shape[1], num_categories)
     for s in range(num_subsets):
         np.testing.assert_array_equal(got[s], reference.counts(preds[mask[s]], num_categories))
-    stats = ja.agreement_stats(preds, num_categories=num_categories, model_mask=mask)
+    with stats_kernel(kernel):
+        stats = ja.agreement_stats(preds, num_categories=num_categories, model_mask=mask)
     for s in range(num_subsets):
         alone = ja.agreement_stats(preds[mask[s]], num_categories=num_categories)
         for field, expected in zip(stats, alone):
             np.testing.assert_array_equal(np.asarray(field)[s], np.asarray(expected))
 
 
-@given(predictions())
-def test_agreement_stats_equal_stats_of_the_dense_table(case):
+@pytest.mark.parametrize("kernel", STATS_KERNELS)
+@given(case=predictions())
+def test_agreement_stats_equal_stats_of_the_dense_table(kernel, case):
     preds, num_categories = case
     table = reference.counts(preds, num_categories)
-    stats = ja.agreement_stats(preds, num_categories=num_categories)
+    with stats_kernel(kernel):
+        stats = ja.agreement_stats(preds, num_categories=num_categories)
     np.testing.assert_array_equal(stats.n_raters, table.sum(1))
     np.testing.assert_array_equal(stats.sum_squares, (table**2).sum(1))
     np.testing.assert_array_equal(stats.category_totals, table.sum(0))
 
 
-def test_small_blocks_equal_one_block(monkeypatch):
+@pytest.mark.parametrize("kernel", STATS_KERNELS)
+def test_small_blocks_equal_one_block(monkeypatch, kernel):
     """The block size is a memory knob only: many tiny blocks give the same answer."""
+    monkeypatch.setattr(counts_module, "_SPARSE_CELLS_PER_RATER", {"dense": 10**9, "sparse": 0}[kernel])
     rng = np.random.default_rng(1)
     preds = rng.integers(-1, 7, size=(9, 203)).astype(np.int32)
     mask = rng.random((3, 9)) < 0.7
@@ -66,7 +83,7 @@ def test_small_blocks_equal_one_block(monkeypatch):
     whole = ja.count_predictions(preds, num_categories=7, model_mask=mask)
     whole_stats = ja.agreement_stats(preds, num_categories=7, model_mask=mask)
     monkeypatch.setattr(counts_module, "_BLOCK_CELLS", 3 * 7 * 5)  # 5 stimuli per block
-    assert counts_module._block_size(203, 21) == 5
+    assert counts_module._block_size(203, 21) == 5  # 203 = 7 * 29 has no divisor in [3, 5]: padded
     np.testing.assert_array_equal(ja.count_predictions(preds, num_categories=7, model_mask=mask), whole)
     for a, b in zip(ja.agreement_stats(preds, num_categories=7, model_mask=mask), whole_stats):
         np.testing.assert_array_equal(a, b)
@@ -96,8 +113,10 @@ def test_merge_stats_of_stimulus_batches_equals_one_run():
         ja.merge_stats([])
 
 
+@pytest.mark.parametrize("kernel", STATS_KERNELS)
 @pytest.mark.parametrize("num_stimuli", [1, 4, 37, 400])
-def test_sharded_over_4_devices_equals_one_device(devices, num_stimuli):
+def test_sharded_over_4_devices_equals_one_device(devices, num_stimuli, kernel, monkeypatch):
+    monkeypatch.setattr(counts_module, "_SPARSE_CELLS_PER_RATER", {"dense": 10**9, "sparse": 0}[kernel])
     rng = np.random.default_rng(num_stimuli)
     preds = rng.integers(-1, 6, size=(7, num_stimuli)).astype(np.int32)
     mask = np.array([[1, 1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 1, 1, 1]], bool)
@@ -124,6 +143,19 @@ def test_count_predictions_works_inside_jit():
     preds = rng.integers(-1, 5, size=(4, 30)).astype(np.int32)
     jitted = jax.jit(lambda p: ja.count_predictions(p, num_categories=5))
     np.testing.assert_array_equal(jitted(preds), reference.counts(preds, 5))
+
+
+def test_block_size_prefers_a_divisor_of_the_stimuli():
+    assert counts_module._block_size(50_000, 1000) == 500  # 524 fit; 500 divides 50,000
+    assert counts_module._block_size(7, 10**9) == 1
+    assert counts_module._block_size(10, 1) == 10
+
+
+def test_kernel_choice_follows_the_cost_model():
+    few = counts_module._raters_from_mask(None, 400)
+    bins = counts_module._raters_from_mask(np.arange(400)[None, :] % 10 == np.arange(10)[:, None], 400)
+    assert counts_module._stats_kernel(few, 1000)[0] is counts_module._block_stats
+    assert counts_module._stats_kernel(bins, 1000)[0] is counts_module._sparse_stats
 
 
 def test_more_than_int16_raters_use_exact_int32_tables():
