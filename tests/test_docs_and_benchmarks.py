@@ -1,0 +1,32 @@
+"""The README's Python quickstart runs as written, and the benchmark runs (at a tiny size)."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_python_quickstart_runs(tmp_path, monkeypatch):
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, "README has no python block"
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 1000, 1200)
+    preds = np.where(rng.random((30, 1200)) < 0.7, labels, rng.integers(0, 1000, (30, 1200)))
+    np.save(tmp_path / "predictions.npy", preds)
+    monkeypatch.chdir(tmp_path)
+    namespace = {"labels": labels}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["kappa_per_bin"].shape == (10,)
+    assert namespace["ec"].shape == (30, 30)
+    assert namespace["contrastive"].shape == (1000,)
+
+
+def test_agreement_benchmark_quick_run():
+    from benchmarks import bench_agreement
+
+    table = bench_agreement.main(["--quick", "--no-save"])
+    assert "40 x 2,000 x 100" in table
