@@ -172,15 +172,15 @@ def contrastive_stimuli(
 def _error_consistency(correct: Bool[Array, "models stimuli"]) -> Float[Array, "models models"]:
     right = correct.astype(jnp.float32)
     num_stimuli = right.shape[1]
-    # 0/1 products are exact in float32 (and in TF32) up to 2**24 stimuli.
+    # Counts, exact in float32 (and TF32: 0/1 inputs) up to 2**24 stimuli.
     both_right = jnp.matmul(right, right.T, precision=jax.lax.Precision.HIGHEST)
     n_right = right.sum(1)
-    both_wrong = num_stimuli - n_right[:, None] - n_right[None, :] + both_right
-    c_obs = (both_right + both_wrong) / num_stimuli
-    p = n_right / num_stimuli
-    c_exp = p[:, None] * p[None, :] + (1 - p[:, None]) * (1 - p[None, :])
-    kappa = jnp.where(jnp.eye(correct.shape[0], dtype=bool), 1.0, (c_obs - c_exp) / (1.0 - c_exp))
-    return jnp.where(c_exp < 1.0, kappa, jnp.nan)
+    r1, r2 = n_right[:, None], n_right[None, :]
+    # kappa = 1 - (1 - c_obs) / (1 - c_exp); times N**2 both disagreements are sums of
+    # non-negative counts, so nothing cancels in float32 when kappa is near 0.
+    disagree = r1 + r2 - 2.0 * both_right  # stimuli exactly one of the two gets right
+    chance = r1 * (num_stimuli - r2) + r2 * (num_stimuli - r1)
+    return jnp.where(chance > 0, 1.0 - num_stimuli * disagree / jnp.where(chance > 0, chance, 1.0), jnp.nan)
 
 
 @no_type_check  # validates its input itself, with ValueErrors that name the culprit

@@ -9,7 +9,9 @@ Eq. 1 notation). Two outputs are offered:
   is several times faster and needs ``O(stimuli + categories)`` memory per subset.
 
 Both process stimuli in blocks small enough for the block's count table to stay in cache; the
-block's table is built with one scatter-add of all its ratings. Predictions ``-1`` mean "no
+block's table is built with one scatter-add of all its ratings. For many subsets a second stats
+kernel works per rating rather than per table cell (see :func:`_sparse_stats`); the two give
+identical results and the cheaper is chosen from the shapes. Predictions ``-1`` mean "no
 response" and are not counted.
 """
 
@@ -80,7 +82,11 @@ def check_predictions(
         )
     if num_stimuli < 1:
         raise ValueError("predictions has no stimuli (shape [models, 0])")
-    if check_values and not is_traced(preds):
+    if isinstance(preds, np.ndarray) and np.iinfo(preds.dtype).max > np.iinfo(np.int32).max:
+        # Values that do not fit int32 would wrap when moved to the device: check them here.
+        if preds.min() < -1 or preds.max() >= num_categories:
+            raise_out_of_range(preds, num_categories)
+    elif check_values and not is_traced(preds):
         low, high = _value_range(jnp.asarray(preds))
         if int(low) < -1 or int(high) >= num_categories:
             raise_out_of_range(preds, num_categories)

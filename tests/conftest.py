@@ -13,7 +13,10 @@ from hypothesis import settings  # noqa: E402
 
 # Every example compiles a kernel for new shapes: keep the example count modest, no deadline.
 settings.register_profile("jaxagree", max_examples=40, deadline=None)
-settings.load_profile("jaxagree")
+# CI runs the same examples every time (a failure there is reproducible); "thorough" explores.
+settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
+settings.register_profile("thorough", max_examples=400, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "jaxagree"))
 
 
 def pytest_addoption(parser):

@@ -252,3 +252,12 @@ def test_error_consistency_known_values():
 def test_error_consistency_bad_input(correct, match):
     with pytest.raises(ValueError, match=match):
         ja.error_consistency(correct)
+
+
+def test_error_consistency_near_zero_does_not_cancel():
+    # A model right once against one always wrong: c_obs == c_exp exactly, so kappa is exactly 0.
+    correct = np.zeros((2, 30), bool)
+    correct[0, 0] = True
+    got = np.asarray(ja.error_consistency(correct))
+    assert got[0, 1] == 0.0 and got[1, 0] == 0.0
+    assert got[0, 0] == 1.0 and np.isnan(got[1, 1])

@@ -204,3 +204,11 @@ def test_bad_num_categories(num_categories):
 def test_bad_model_mask(mask, match):
     with pytest.raises(ValueError, match=match):
         ja.count_predictions(np.zeros((4, 3), int), num_categories=2, model_mask=mask)
+
+
+def test_int64_values_beyond_int32_are_not_wrapped():
+    preds = np.array([[0, 1], [2**32 + 1, 0]], np.int64)  # would wrap to 1 in int32
+    with pytest.raises(ValueError, match=r"predictions\[model 1, stimulus 0\] = 4294967297"):
+        ja.agreement_stats(preds, num_categories=3)
+    with pytest.raises(ValueError, match=r"= 4294967297"):
+        ja.count_predictions(np.array([[0, 1], [2**32 + 1, 0]], np.uint64), num_categories=3)

@@ -1,0 +1,26 @@
+"""Run every benchmark and print its table of ratios against peers (``make bench``).
+
+Each benchmark writes its table, with the machine and date, to ``benchmarks/results/``.
+Pass ``--quick`` for a small smoke run that saves nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import bench_agreement  # noqa: E402
+
+BENCHMARKS = {"agreement": bench_agreement.main}
+
+
+def main(argv: list[str]) -> None:
+    for name, run in BENCHMARKS.items():
+        print(f"\n## {name}\n")
+        run(argv)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
