@@ -113,15 +113,35 @@ def _load_arrow(path: Path, kind: str):
 
 
 class _Column(NamedTuple):
-    """A response or label column: integers (-1 missing) or text (an Arrow array, null missing)."""
+    """A response or label column, as integers (-1 missing) or as codes into distinct words.
 
-    integers: np.ndarray | None
-    strings: object | None  # pyarrow.StringArray
+    Text work (trimming, missing markers, integer parsing, vocabulary look-up) is done once per
+    distinct value, never per row: a table of tens of millions of rows has few distinct values.
+    """
+
+    integers: np.ndarray | None  # int64 [rows]
+    codes: np.ndarray | None  # int64 [rows] index into words; -1 missing
+    words: list[str] | None  # distinct values, trimmed; None where the value means "missing"
+
+
+def _dictionary(column) -> tuple[np.ndarray, list]:
+    """(codes [rows] with -1 for null, distinct values) of an Arrow column, without copying it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(column.cast(pa.string()))
+    if isinstance(encoded, pa.Array):
+        encoded = pa.chunked_array([encoded])
+    if encoded.num_chunks == 0:
+        return np.zeros(0, np.int64), []
+    encoded = encoded.unify_dictionaries()  # chunks read in parallel each have their own
+    indices = pa.chunked_array([chunk.indices for chunk in encoded.chunks], encoded.type.index_type)
+    codes = np.asarray(indices.fill_null(-1).to_numpy(), np.int64)
+    return codes, encoded.chunk(0).dictionary.to_pylist()
 
 
 def _parse_column(column, path: Path, name: str) -> _Column:
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     kind = column.type
@@ -134,24 +154,19 @@ def _parse_column(column, path: Path, name: str) -> _Column:
             raise ValueError(f"{path}: column {name!r} row {row} holds {values[row]}, not a category index")
         if pa.types.is_integer(kind):  # exact even beyond 2**53
             values = column.cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
-        return _Column(np.where(missing, -1, values).astype(np.int64), None)
-    text = pc.utf8_trim_whitespace(column.cast(pa.string()).fill_null(""))
+        return _Column(np.where(missing, -1, values).astype(np.int64), None, None)
+    codes, distinct = _dictionary(column)
     # "-1" is "no response" in text as in integer columns.
-    markers = pa.array(sorted(MISSING_MARKERS | {"-1"}))
-    missing = pc.is_in(pc.utf8_lower(text), value_set=markers)
-    text = pc.if_else(missing, pa.scalar(None, pa.string()), text)
-    distinct = pc.unique(text).drop_null()
+    words = [None if w is None or w.strip().lower() in MISSING_MARKERS | {"-1"} else w.strip() for w in distinct]
+    present = [w for w in words if w is not None]
     # A column with no values at all (e.g. no labels) does not force category names.
-    if pc.all(pc.match_substring_regex(distinct, _INTEGER.pattern)).as_py() is not False:
-        digits = pc.replace_substring_regex(text, r"^\+", "")
-        return _Column(np.asarray(digits.cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)), None)
-    return _Column(None, text)
+    if all(_INTEGER.match(w) for w in present):
+        lookup = np.array([-1 if w is None else int(w) for w in words] + [-1], np.int64)
+        return _Column(lookup[codes], None, None)  # code -1 picks the trailing -1
+    return _Column(None, codes, words)
 
 
 def _read_long(path: Path, kind: str, categories, num_categories) -> PredictionTable:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     table = _load_arrow(path, kind)
     required = ("model", "stimulus", "response")
     absent = [c for c in required if c not in table.column_names]
@@ -164,13 +179,12 @@ def _read_long(path: Path, kind: str, categories, num_categories) -> PredictionT
         raise ValueError(f"{path}: the table has no rows")
 
     def encode(name):
-        column = table.column(name).cast(pa.string())
-        empty = pc.or_kleene(column.is_null(), pc.equal(pc.utf8_trim_whitespace(column), ""))
-        if pc.any(empty).as_py():
-            row = int(np.flatnonzero(np.asarray(empty.to_numpy(zero_copy_only=False), bool))[0])
+        codes, names = _dictionary(table.column(name))
+        empty = np.array([v is None or not v.strip() for v in names] + [True])
+        if empty[codes].any():
+            row = int(np.flatnonzero(empty[codes])[0])
             raise ValueError(f"{path}: column {name!r} is empty in row {row}")
-        encoded = pc.dictionary_encode(column).combine_chunks()
-        return np.asarray(encoded.indices, np.int64), [str(v) for v in encoded.dictionary.to_pylist()]
+        return codes, names
 
     model_code, models = encode("model")
     stim_code, stimuli = encode("stimulus")
@@ -199,7 +213,7 @@ def _categorise(responses: _Column, labels: _Column | None, categories, num_cate
             raise ValueError(
                 f"num_categories={num_categories} disagrees with the {len(categories)} given categories"
             )
-    as_strings = any(c.strings is not None for _, c in columns)
+    as_strings = any(c.words is not None for _, c in columns)
     if not as_strings:  # integer indices; given category names only name them
         if categories is not None:
             num_categories = len(categories)
@@ -230,34 +244,34 @@ def _categorise(responses: _Column, labels: _Column | None, categories, num_cate
             f"{path}: num_categories is for integer responses; responses here are category names, "
             "so give the full list of names with categories= (--categories FILE)"
         )
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
-    def text(column: _Column):
-        if column.strings is not None:
-            return column.strings
-        values = pa.array(column.integers)
-        return pc.if_else(pc.less(values, 0), pa.scalar(None, pa.string()), values.cast(pa.string()))
+    def as_words(column: _Column) -> _Column:
+        if column.words is not None:
+            return column
+        distinct, codes = np.unique(column.integers, return_inverse=True)
+        return _Column(None, codes.reshape(-1), [None if v < 0 else str(v) for v in distinct.tolist()])
 
-    texts = [(name, text(c)) for name, c in columns]
+    columns = [(name, as_words(c)) for name, c in columns]
     if categories is None:
-        vocabulary = sorted({v for _, t in texts for v in pc.unique(t).drop_null().to_pylist()})
+        vocabulary = sorted({w for _, c in columns for w in c.words if w is not None})
     else:
         vocabulary = categories
     if not vocabulary:
         raise ValueError(f"{path}: no model gave any response")
-    value_set = pa.array(vocabulary, pa.string())
+    index = {name: i for i, name in enumerate(vocabulary)}
     codes = []
-    for name, values in texts:
-        mapped = pc.index_in(values, value_set=value_set)
-        unknown = np.asarray(pc.and_(pc.is_null(mapped), pc.is_valid(values)).to_numpy(zero_copy_only=False))
+    for name, column in columns:
+        # Per distinct word: its category, -1 if missing, -2 if not in the vocabulary.
+        lookup = np.array([-1 if w is None else index.get(w, -2) for w in column.words] + [-1], np.int32)
+        mapped = lookup[column.codes]
+        unknown = mapped == -2
         if unknown.any():
             row = int(np.flatnonzero(unknown)[0])
             raise ValueError(
-                f"{path}: {name} {values[row].as_py()!r} at {where(row)} is not one of the "
+                f"{path}: {name} {column.words[column.codes[row]]!r} at {where(row)} is not one of the "
                 f"{len(vocabulary)} given categories"
             )
-        codes.append(np.asarray(mapped.fill_null(-1).to_numpy(zero_copy_only=False), np.int32))
+        codes.append(mapped)
     return vocabulary, codes[0], codes[1] if labels is not None else None
 
 
