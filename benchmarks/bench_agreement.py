@@ -130,7 +130,7 @@ def main(argv=None) -> str:
         peer = False
         print("statsmodels is not installed (pip install -e '.[bench]'): peer column left empty")
     rows = [
-        run_case(*case, bandwidth=bandwidth, repeats=2 if args.quick else 5, peer=peer) for case in cases
+        run_case(*case, bandwidth=bandwidth, repeats=2 if args.quick else 7, peer=peer) for case in cases
     ]
     table = markdown_table(rows, COLUMNS)
     notes = (

@@ -17,6 +17,7 @@ response" and are not counted.
 
 from __future__ import annotations
 
+import functools
 from functools import partial
 from typing import NamedTuple, no_type_check
 
@@ -191,8 +192,10 @@ def _blocks(
         return jnp.where(answered, row_offset + cell_offset + block, table_size), answered, invalid
 
     # Counts per cell never exceed the number of raters, so int16 tables are exact below 2**15
-    # raters and halve the memory traffic of the dense passes.
-    table_dtype = jnp.int16 if num_raters < 2**15 else jnp.int32
+    # raters and halve the memory traffic of the dense passes on a CPU. GPUs have no 16-bit
+    # atomic add, so they keep int32.
+    narrow = num_raters < 2**15 and jax.default_backend() == "cpu"
+    table_dtype = jnp.int16 if narrow else jnp.int32
     return _Blocks((num_stimuli + pad) // block_size, indices, table_dtype, table_size)
 
 
@@ -353,35 +356,66 @@ def _stats_kernel(raters: _Raters, num_categories: int):
     return _block_stats, cells
 
 
-def _run(kernel, preds, raters: _Raters, mesh: Mesh | None, out_specs):
-    """Run ``kernel`` on one device, or with the stimuli split over every device of ``mesh``.
-
-    ``out_specs(axes)`` gives the kernel's output partition specs for the mesh's axis names. The
-    stimuli are padded with "no response" to a multiple of the device count; the caller trims.
-    """
-    model = None if raters.model is None else jnp.asarray(raters.model)
-    subset = jnp.asarray(raters.subset)
-    if mesh is None:
-        return kernel(preds, model, subset, device_axes=None)
-    axes = tuple(mesh.axis_names)
-    pad = (-preds.shape[1]) % mesh.devices.size
-    padded = jnp.pad(preds, ((0, 0), (0, pad)), constant_values=-1)
-    sharded = jax.shard_map(
-        partial(kernel, device_axes=axes),
-        mesh=mesh,
-        in_specs=(PartitionSpec(None, axes), PartitionSpec(), PartitionSpec()),
-        out_specs=out_specs(axes),
-    )
-    return sharded(padded, model, subset)
-
-
-def _kernel(
-    fn, raters: _Raters, num_stimuli: int, num_categories: int, mesh: Mesh | None, cells: int
+@functools.lru_cache(maxsize=256)
+def _executable(
+    kernel, *, num_categories: int, num_subsets: int, block_size: int, num_stimuli: int,
+    squeeze: bool, mesh: Mesh | None,
 ):
+    """One jitted function: the kernel on one device, or with the stimuli split over every
+    device of ``mesh`` (padded with "no response" to a multiple of the device count), then
+    trimmed and squeezed inside the same executable so a large table is never copied again."""
+    statics = dict(num_categories=num_categories, num_subsets=num_subsets, block_size=block_size)
+    stats = kernel is not _dense_counts
+    if mesh is None:
+        body = partial(kernel, **statics, device_axes=None)
+        pad = 0
+    else:
+        axes = tuple(mesh.axis_names)
+        per_stimulus = PartitionSpec(None, axes)
+        values_spec = (
+            AgreementStats(per_stimulus, per_stimulus, PartitionSpec()) if stats
+            else PartitionSpec(None, axes, None)
+        )
+        body = jax.shard_map(
+            partial(kernel, **statics, device_axes=axes),
+            mesh=mesh,
+            in_specs=(per_stimulus, PartitionSpec(), PartitionSpec()),
+            out_specs=(values_spec, PartitionSpec()),
+        )
+        pad = (-num_stimuli) % mesh.devices.size
+
+    def run(preds, rater_model, rater_subset):
+        if pad:
+            preds = jnp.pad(preds, ((0, 0), (0, pad)), constant_values=-1)
+        values, invalid = body(preds, rater_model, rater_subset)
+        if stats:
+            values = values._replace(
+                n_raters=values.n_raters[:, :num_stimuli], sum_squares=values.sum_squares[:, :num_stimuli]
+            )
+        else:
+            values = values[:, :num_stimuli]
+        if squeeze:
+            values = jax.tree.map(lambda x: x[0], values)
+        return values, invalid
+
+    return jax.jit(run)
+
+
+def _count(kernel, preds: jax.Array, raters: _Raters, num_categories: int, mesh: Mesh | None, cells: int):
+    """Run a count kernel; ``cells`` (table cells per stimulus) sizes its blocks."""
+    num_stimuli = preds.shape[1]
     devices = 1 if mesh is None else mesh.devices.size
-    local_stimuli = -(-num_stimuli // devices)
-    block = _block_size(local_stimuli, cells)
-    return partial(fn, num_categories=num_categories, num_subsets=raters.num_subsets, block_size=block)
+    run = _executable(
+        kernel,
+        num_categories=num_categories,
+        num_subsets=raters.num_subsets,
+        block_size=_block_size(-(-num_stimuli // devices), cells),
+        num_stimuli=num_stimuli,
+        squeeze=raters.squeeze,
+        mesh=mesh,
+    )
+    model = None if raters.model is None else jnp.asarray(raters.model)
+    return run(preds, model, jnp.asarray(raters.subset))
 
 
 @no_type_check  # validates its input itself, with ValueErrors that name the culprit
@@ -411,13 +445,9 @@ def count_predictions(
     num_stimuli = preds.shape[1]
     raters = _raters_from_mask(model_mask, preds.shape[0])
     cells = raters.num_subsets * num_categories
-    kernel = _kernel(_dense_counts, raters, num_stimuli, num_categories, mesh, cells)
-    counts, invalid = _run(
-        kernel, preds, raters, mesh, lambda axes: (PartitionSpec(None, axes, None), PartitionSpec())
-    )
+    counts, invalid = _count(_dense_counts, preds, raters, num_categories, mesh, cells)
     _check_invalid(invalid, preds, num_categories)
-    counts = counts[:, :num_stimuli]
-    return counts[0] if raters.squeeze else counts
+    return counts
 
 
 @no_type_check  # validates its input itself, with ValueErrors that name the culprit
@@ -441,21 +471,9 @@ def agreement_stats(
     chunk = max(1, _INT32_LIMIT // num_raters)
     if num_stimuli > chunk:
         return _chunked_stats(preds, model_mask, num_categories, mesh, chunk)
-    stats_fn, cells = _stats_kernel(raters, num_categories)
-    kernel = _kernel(stats_fn, raters, num_stimuli, num_categories, mesh, cells)
-    per_stimulus = lambda axes: PartitionSpec(None, axes)  # noqa: E731
-    stats, invalid = _run(
-        kernel, preds, raters, mesh,
-        lambda axes: (
-            AgreementStats(per_stimulus(axes), per_stimulus(axes), PartitionSpec()), PartitionSpec()
-        ),
-    )
+    kernel, cells = _stats_kernel(raters, num_categories)
+    stats, invalid = _count(kernel, preds, raters, num_categories, mesh, cells)
     _check_invalid(invalid, preds, num_categories)
-    stats = AgreementStats(
-        stats.n_raters[:, :num_stimuli], stats.sum_squares[:, :num_stimuli], stats.category_totals
-    )
-    if raters.squeeze:
-        return AgreementStats(*(x[0] for x in stats))
     return stats
 
 

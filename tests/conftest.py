@@ -16,7 +16,8 @@ settings.register_profile("jaxagree", max_examples=40, deadline=None)
 # CI runs the same examples every time (a failure there is reproducible); "thorough" explores.
 settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
 settings.register_profile("thorough", max_examples=400, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "jaxagree"))
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "jaxagree")
+settings.load_profile(PROFILE)
 
 
 def pytest_addoption(parser):
@@ -30,6 +31,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="slow: run with --runslow"))
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(pytest.mark.skip(reason="needs a GPU"))
+
+
+@pytest.fixture(autouse=True)
+def _drop_compiled_kernels():
+    """In long exploratory runs every new shape compiles a kernel; XLA:CPU keeps each one mapped
+    and after ~1,000 of them LLVM fails to allocate (seen here: 'Cannot allocate memory', then a
+    segfault). Dropping them between tests keeps the count down."""
+    yield
+    if PROFILE == "thorough":
+        jax.clear_caches()
 
 
 @pytest.fixture(scope="session")
