@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/jaxagree demo --out demo-output
 
 test: $(STAMP)
+	$(BIN)/ruff check jaxagree tests benchmarks
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

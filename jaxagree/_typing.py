@@ -4,10 +4,8 @@ Axis names: ``models``, ``stimuli``, ``categories``, ``subsets``, ``dim``. Under
 annotations are checked at run time (jaxtyping + beartype); elsewhere they are documentation.
 """
 
-from typing import Union
-
 import jax
 import numpy as np
 
 # Public functions accept NumPy or JAX arrays; kernels inside jit see jax.Array only.
-AnyArray = Union[jax.Array, np.ndarray]
+AnyArray = jax.Array | np.ndarray

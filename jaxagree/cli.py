@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agreement.add_argument("predictions", type=Path, metavar="PREDICTIONS")
     agreement.add_argument("--out", type=Path, required=True, metavar="DIR")
-    agreement.add_argument("--categories", type=Path, metavar="FILE", help="category names, one per line, in index order")
+    agreement.add_argument(
+        "--categories", type=Path, metavar="FILE", help="category names, one per line, in index order"
+    )
     agreement.add_argument("--num-categories", type=_positive_int, help="number of categories for integer responses")
     _add_analysis_options(agreement)
 

@@ -110,7 +110,7 @@ def _check_invalid(invalid: jax.Array, preds: AnyArray, num_categories: int) -> 
 
 
 @jax.jit
-def _value_range(x: Int[Array, "..."]) -> tuple[Int[Array, ""], Int[Array, ""]]:
+def _value_range(x: Int[Array, ...]) -> tuple[Int[Array, ""], Int[Array, ""]]:
     return x.min(), x.max()
 
 
@@ -364,7 +364,7 @@ def _executable(
     """One jitted function: the kernel on one device, or with the stimuli split over every
     device of ``mesh`` (padded with "no response" to a multiple of the device count), then
     trimmed and squeezed inside the same executable so a large table is never copied again."""
-    statics = dict(num_categories=num_categories, num_subsets=num_subsets, block_size=block_size)
+    statics = {"num_categories": num_categories, "num_subsets": num_subsets, "block_size": block_size}
     stats = kernel is not _dense_counts
     if mesh is None:
         body = partial(kernel, **statics, device_axes=None)
@@ -442,7 +442,6 @@ def count_predictions(
       ``int32 [stimuli, C]``, or ``int32 [subsets, stimuli, C]`` with ``model_mask``.
     """
     preds = check_predictions(preds, num_categories, check_values=False)
-    num_stimuli = preds.shape[1]
     raters = _raters_from_mask(model_mask, preds.shape[0])
     cells = raters.num_subsets * num_categories
     counts, invalid = _count(_dense_counts, preds, raters, num_categories, mesh, cells)

@@ -40,7 +40,7 @@ def kappa(table: np.ndarray, method: str = "fleiss") -> float:
 
 def error_consistency(correct: np.ndarray) -> np.ndarray:
     """Geirhos, Meding & Wichmann (2020), one pair at a time."""
-    num_models, num_stimuli = correct.shape
+    num_models = correct.shape[0]
     out = np.empty((num_models, num_models))
     for a in range(num_models):
         for b in range(num_models):

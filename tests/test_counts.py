@@ -14,7 +14,6 @@ from jaxagree import counts as counts_module
 
 from . import reference
 
-
 STATS_KERNELS = ["dense", "sparse"]
 
 
