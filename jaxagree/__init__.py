@@ -7,6 +7,7 @@ from jaxagree.agreement import (
     fleiss_kappa,
     per_stimulus_agreement,
 )
+from jaxagree.cka import cka_matrix, linear_cka
 from jaxagree.counts import AgreementStats, agreement_stats, count_predictions, merge_stats
 from jaxagree.sharding import stimulus_mesh
 
@@ -17,10 +18,12 @@ __all__ = [
     "AgreementStats",
     "accuracy_bins",
     "agreement_stats",
+    "cka_matrix",
     "contrastive_stimuli",
     "count_predictions",
     "error_consistency",
     "fleiss_kappa",
+    "linear_cka",
     "merge_stats",
     "model_accuracy",
     "per_stimulus_agreement",

@@ -49,6 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     agreement.add_argument("--num-categories", type=_positive_int, help="number of categories for integer responses")
     _add_analysis_options(agreement)
 
+    cka = commands.add_parser(
+        "cka",
+        help="linear CKA of every pair of models",
+        description="FEATURES: an .npz with one [stimuli, dim] array per model, or a folder of .npy files.",
+    )
+    cka.add_argument("features", type=Path, metavar="FEATURES")
+    cka.add_argument("--out", type=Path, required=True, metavar="DIR")
+    cka.add_argument("--debiased", action="store_true", help="unbiased HSIC estimator (Song et al. 2012)")
+    cka.add_argument(
+        "--stimuli", type=Path, metavar="FILE",
+        help="use only these stimuli: a CSV with an 'index' column (e.g. contrastive.csv) or one index per line",
+    )
+    cka.add_argument("--families", type=Path, metavar="FILE", help="CSV with columns model, family: group the heatmap")
+    cka.add_argument("--max-bytes", type=float, help="bound on Gram blocks held at once (default: 1/4 of memory)")
+
     demo = commands.add_parser("demo", help="the whole analysis offline on a generated example")
     demo.add_argument("--out", type=Path, default=Path("demo-output"), metavar="DIR")
     demo.add_argument("--models", type=_positive_int, default=120)
@@ -77,6 +92,37 @@ def _run_agreement(table, args) -> int:
     return 0
 
 
+def _run_cka(args) -> int:
+    from jaxagree.cka import cka_matrix
+    from jaxagree.io import read_families, read_features, read_indices
+    from jaxagree.report import write_cka_report
+
+    features = read_features(args.features)
+    arrays = features.features
+    if args.stimuli is not None:
+        indices = read_indices(args.stimuli, arrays[0].shape[0])
+        arrays = [a[indices] for a in arrays]
+    families = read_families(args.families) if args.families is not None else None
+    max_bytes = None if args.max_bytes is None else int(args.max_bytes)
+    matrix = cka_matrix(arrays, debiased=args.debiased, max_bytes=max_bytes)
+    title = "debiased linear CKA" if args.debiased else "linear CKA"
+    written = write_cka_report(matrix, features.models, args.out, families=families, title=title)
+    print(
+        f"{len(features.models)} models x {arrays[0].shape[0]} stimuli: {title}, "
+        f"mean off-diagonal {float(_off_diagonal_mean(matrix)):.4f}"
+    )
+    print("wrote " + ", ".join(str(p) for p in written.values()), file=sys.stderr)
+    return 0
+
+
+def _off_diagonal_mean(matrix) -> float:
+    import numpy as np
+
+    matrix = np.asarray(matrix)
+    mask = ~np.eye(matrix.shape[0], dtype=bool)
+    return float(np.nanmean(matrix[mask]))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -88,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                 categories = [line.strip() for line in args.categories.read_text().splitlines() if line.strip()]
             table = read_predictions(args.predictions, categories=categories, num_categories=args.num_categories)
             return _run_agreement(table, args)
+        if args.command == "cka":
+            return _run_cka(args)
         if args.command == "demo":
             from jaxagree.demo import simulate_predictions
             from jaxagree.io import save_predictions

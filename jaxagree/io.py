@@ -395,6 +395,94 @@ def save_predictions(path: str | os.PathLike, table: PredictionTable) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
+# Features
+
+
+class FeatureSet(NamedTuple):
+    """Features of several models on the same stimuli.
+
+    Attributes:
+      models: model names.
+      features: one ``[stimuli, dim_m]`` array per model (dims may differ).
+    """
+
+    models: list[str]
+    features: list[np.ndarray]
+
+
+def read_features(path: str | os.PathLike) -> FeatureSet:
+    """Read features: an ``.npz`` with one ``[stimuli, dim]`` array per model (the key is the
+    model name), or a folder of ``.npy`` files (the file stem is the model name, sorted)."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = sorted(path.glob("*.npy"))
+        if not files:
+            raise ValueError(f"{path}: folder has no .npy files (one [stimuli, dim] array per model)")
+        arrays = {f.stem: _load_plain(f) for f in files}
+    elif path.suffix.lower() == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as loaded:
+                arrays = {key: loaded[key] for key in loaded.files}
+        except ValueError as err:
+            raise ValueError(f"{path}: cannot read without pickle ({err}); save plain arrays") from None
+        if not arrays:
+            raise ValueError(f"{path}: holds no arrays")
+    else:
+        raise ValueError(f"{path}: expected an .npz file or a folder of .npy files")
+    for name, array in arrays.items():
+        if array.ndim != 2:
+            raise ValueError(f"{path}: features of model {name!r} must be [stimuli, dim], got shape {array.shape}")
+        if not np.issubdtype(array.dtype, np.number):
+            raise ValueError(f"{path}: features of model {name!r} are not numeric (dtype {array.dtype})")
+    return FeatureSet(list(arrays), list(arrays.values()))
+
+
+def _load_plain(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as err:
+        raise ValueError(f"{path}: cannot read without pickle ({err}); save plain arrays") from None
+
+
+def read_indices(path: str | os.PathLike, num_stimuli: int) -> np.ndarray:
+    """Stimulus indices from a CSV with an ``index`` column (e.g. ``contrastive.csv``) or a file
+    with one index per line."""
+    path = Path(path)
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{path}: no stimulus indices")
+    if "," in lines[0] or not _INTEGER.match(lines[0]):
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or "index" not in reader.fieldnames:
+                raise ValueError(f"{path}: expected a column named 'index' (found {reader.fieldnames})")
+            values = [row["index"] for row in reader]
+    else:
+        values = lines
+    try:
+        indices = np.array([int(v) for v in values], np.int64)
+    except ValueError:
+        raise ValueError(f"{path}: stimulus indices must be integers") from None
+    bad = (indices < 0) | (indices >= num_stimuli)
+    if bad.any():
+        raise ValueError(f"{path}: stimulus index {indices[bad][0]} is outside [0, {num_stimuli})")
+    if len(np.unique(indices)) != len(indices):
+        raise ValueError(f"{path}: stimulus indices repeat")
+    return indices
+
+
+def read_families(path: str | os.PathLike) -> dict[str, str]:
+    """Model -> family from a CSV with columns ``model`` and ``family``."""
+    with Path(path).open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"model", "family"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: expected columns 'model' and 'family' (found {reader.fieldnames})")
+        return {row["model"].strip(): row["family"].strip() for row in reader}
+
+
+# ---------------------------------------------------------------------------------------------
 # Results
 
 
@@ -440,7 +528,11 @@ def _jsonable(value):
 
 __all__ = [
     "MISSING_MARKERS",
+    "FeatureSet",
     "PredictionTable",
+    "read_families",
+    "read_features",
+    "read_indices",
     "read_predictions",
     "save_predictions",
     "write_csv",

@@ -161,4 +161,73 @@ def plot_sorted_agreement(analysis: AgreementAnalysis, path: str | os.PathLike) 
     return Path(path)
 
 
-__all__ = ["agreement_summary", "plot_kappa_by_bin", "plot_sorted_agreement", "write_agreement_report"]
+def write_cka_report(
+    matrix: np.ndarray,
+    models: list[str],
+    out_dir: str | os.PathLike,
+    *,
+    families: dict[str, str] | None = None,
+    title: str = "linear CKA",
+) -> dict[str, Path]:
+    """Write ``cka.csv`` (a square table with model names) and ``cka.png`` (a heatmap, models
+    grouped by family when ``families`` maps model names to families)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    matrix = np.asarray(matrix)
+    written = {
+        "cka": write_csv(out / "cka.csv", ["model", *models], ([m, *row] for m, row in zip(models, matrix))),
+    }
+    order = np.arange(len(models))
+    labels = None
+    if families:
+        missing = [m for m in models if m not in families]
+        if missing:
+            raise ValueError(f"no family given for model(s) {', '.join(map(repr, missing[:5]))}")
+        labels = [families[m] for m in models]
+        order = np.array(sorted(range(len(models)), key=lambda i: (labels[i], i)))
+    written["heatmap"] = plot_cka(matrix[np.ix_(order, order)], [models[i] for i in order],
+                                  out / "cka.png", families=[labels[i] for i in order] if labels else None,
+                                  title=title)
+    return written
+
+
+def plot_cka(
+    matrix: np.ndarray, models: list[str], path: str | os.PathLike, *, families: list[str] | None, title: str
+) -> Path:
+    """Heatmap of a model-by-model similarity matrix; family boundaries drawn when given."""
+    plt = _pyplot()
+    size = min(12.0, 3.0 + 0.12 * len(models))
+    fig, ax = plt.subplots(figsize=(size + 1.5, size), dpi=120)
+    image = ax.imshow(matrix, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(image, ax=ax, label=title)
+    if len(models) <= 60:
+        ax.set_xticks(range(len(models)), models, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(models)), models, fontsize=6)
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if families:
+        edges = [i for i in range(1, len(families)) if families[i] != families[i - 1]]
+        for edge in edges:
+            ax.axhline(edge - 0.5, color="white", lw=0.8)
+            ax.axvline(edge - 0.5, color="white", lw=0.8)
+        starts = [0, *edges]
+        ends = [*edges, len(families)]
+        for start, end in zip(starts, ends):
+            ax.text(len(families) - 0.3, (start + end - 1) / 2, f" {families[start]}", ha="left",
+                    va="center", fontsize=8, clip_on=False)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+__all__ = [
+    "agreement_summary",
+    "plot_cka",
+    "plot_kappa_by_bin",
+    "plot_sorted_agreement",
+    "write_agreement_report",
+    "write_cka_report",
+]

@@ -1,0 +1,227 @@
+"""Linear CKA (Kornblith et al. 2019): one pair, or every pair of many models at once.
+
+Two estimators, both from centred Gram matrices ``K = X_c X_c^T`` of the features:
+
+* biased (``debiased=False``): Kornblith et al.'s CKA, ``<K_c, L_c> / (|K_c| |L_c|)`` with
+  ``K_c = H K H``;
+* debiased (``debiased=True``): the same ratio of the unbiased HSIC estimator of Song et al.
+  (2012), written with U-centred Grams (zero diagonal, Szekely & Rizzo 2014). It is near 0 for
+  independent representations where the biased estimator is not, and needs at least 4 stimuli.
+
+For many models every Gram is centred and scaled to unit norm once, and the whole matrix is one
+product of the stacked Grams, tiled over blocks of models so that no intermediate exceeds
+``max_bytes``. Features are centred before the Gram is formed (with a shift by the first
+stimulus), which keeps float32 accurate when activations have large means.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from functools import partial
+from typing import no_type_check
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from jaxagree._checks import is_traced
+from jaxagree._typing import AnyArray
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _centre(x: Float[Array, "stimuli dim"]) -> Float[Array, "stimuli dim"]:
+    # Shifting by the first stimulus before averaging keeps float32 exact for constant features
+    # and accurate when the mean is large against the spread.
+    shifted = x - x[:1]
+    return shifted - shifted.mean(axis=0, keepdims=True)
+
+
+def _unit_gram(x: Float[Array, "stimuli dim"], debiased: bool) -> Float[Array, "stimuli stimuli"]:
+    """The centred (or U-centred) Gram of ``x`` scaled to unit Frobenius norm (zero if constant)."""
+    xc = _centre(x.astype(jnp.float32))
+    gram = jnp.matmul(xc, xc.T, precision=_HIGHEST)
+    if debiased:
+        n = gram.shape[0]
+        gram = gram * (1.0 - jnp.eye(n, dtype=gram.dtype))
+        row = gram.sum(axis=1) / (n - 2)
+        row = row - row.sum() / (2 * (n - 1))
+        gram = (gram - row[:, None] - row[None, :]) * (1.0 - jnp.eye(n, dtype=gram.dtype))
+    norm = jnp.sqrt(jnp.sum(gram * gram))
+    return jnp.where(norm > 0, gram / jnp.where(norm > 0, norm, 1.0), 0.0)
+
+
+@partial(jax.jit, static_argnames="debiased")
+def _unit_grams(
+    features: Float[Array, "models stimuli dim"], debiased: bool
+) -> Float[Array, "models stimuli_sq"]:
+    grams = jax.vmap(partial(_unit_gram, debiased=debiased))(features)
+    return grams.reshape(features.shape[0], -1)
+
+
+@partial(jax.jit, static_argnames="debiased")
+def _pair(x: Float[Array, "stimuli dx"], y: Float[Array, "stimuli dy"], debiased: bool) -> Float[Array, ""]:
+    k, l = _unit_gram(x, debiased), _unit_gram(y, debiased)
+    constant = (jnp.sum(k * k) == 0) | (jnp.sum(l * l) == 0)
+    return jnp.where(constant, jnp.nan, jnp.sum(k * l))
+
+
+@jax.jit
+def _gram_products(a: Float[Array, "rows cells"], b: Float[Array, "cols cells"]) -> Float[Array, "rows cols"]:
+    return jnp.matmul(a, b.T, precision=_HIGHEST)
+
+
+def _default_max_bytes() -> int:
+    """A quarter of the first device's memory (of the host's RAM on a CPU)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) // 4
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+
+
+def _check_features(features, *, debiased: bool, min_models: int) -> list:
+    """Validate; return a list of per-model [stimuli, dim] arrays."""
+    if hasattr(features, "ndim"):
+        if features.ndim != 3:
+            raise ValueError(
+                f"features must have shape [models, stimuli, dim] or be a sequence of [stimuli, dim] "
+                f"arrays, got shape {tuple(features.shape)}"
+            )
+        models = [features[m] for m in range(features.shape[0])]
+    elif isinstance(features, Sequence) and not isinstance(features, (str, bytes)):
+        models = [f if hasattr(f, "ndim") else np.asarray(f) for f in features]
+    else:
+        raise ValueError(f"features must be an array or a sequence of arrays, got {type(features).__name__}")
+    if len(models) < min_models:
+        raise ValueError(f"features has {len(models)} model(s); CKA needs at least {min_models}")
+    for m, x in enumerate(models):
+        _check_one(x, f"model {m}", debiased=debiased)
+    num_stimuli = models[0].shape[0]
+    for m, x in enumerate(models[1:], start=1):
+        if x.shape[0] != num_stimuli:
+            raise ValueError(
+                f"model {m} has {x.shape[0]} stimuli but model 0 has {num_stimuli}; CKA compares "
+                "representations of the same stimuli"
+            )
+    return models
+
+
+def _check_one(x, name: str, *, debiased: bool) -> None:
+    if x.ndim != 2:
+        raise ValueError(f"{name} features must have shape [stimuli, dim], got shape {tuple(x.shape)}")
+    if not jnp.issubdtype(x.dtype, jnp.floating) and not jnp.issubdtype(x.dtype, jnp.integer):
+        raise ValueError(f"{name} features must be numeric, got dtype {x.dtype}")
+    least = 4 if debiased else 2
+    if x.shape[0] < least:
+        raise ValueError(
+            f"{name} has {x.shape[0]} stimuli; {'debiased' if debiased else 'biased'} CKA needs at least {least}"
+        )
+    if x.shape[1] < 1:
+        raise ValueError(f"{name} features have no dimensions (shape {tuple(x.shape)})")
+    if not is_traced(x):
+        finite = bool(jnp.isfinite(jnp.asarray(x, jnp.float32)).all()) if jnp.issubdtype(x.dtype, jnp.floating) else True
+        if not finite:
+            host = np.asarray(x)
+            bad = np.argwhere(~np.isfinite(host))[0]
+            raise ValueError(
+                f"{name} features contain {host[bad[0], bad[1]]} at stimulus {bad[0]}, dimension {bad[1]}"
+            )
+
+
+@no_type_check  # validates its input itself, with ValueErrors that name the culprit
+def linear_cka(
+    x: Float[AnyArray, "stimuli dx"], y: Float[AnyArray, "stimuli dy"], *, debiased: bool = False
+) -> Float[Array, ""]:
+    """Linear CKA of two representations of the same stimuli.
+
+    Args:
+      x: ``[stimuli, dx]`` features of one model.
+      y: ``[stimuli, dy]`` features of another (dims may differ).
+      debiased: use the unbiased HSIC estimator (needs at least 4 stimuli).
+
+    Returns:
+      ``float32`` scalar in ``[0, 1]`` (debiased CKA may be slightly negative); NaN, with a
+      warning, if either representation is constant over the stimuli.
+    """
+    x, y = _check_features([x, y], debiased=debiased, min_models=2)
+    value = _pair(jnp.asarray(x), jnp.asarray(y), debiased)
+    if not is_traced(value) and bool(jnp.isnan(value)):
+        warnings.warn("linear_cka: a representation is constant over the stimuli; CKA is undefined (NaN)",
+                      RuntimeWarning, stacklevel=2)
+    return value
+
+
+@no_type_check  # validates its input itself, with ValueErrors that name the culprit
+def cka_matrix(
+    features: Float[AnyArray, "models stimuli dim"] | Sequence[Float[AnyArray, "stimuli _"]],
+    *,
+    debiased: bool = False,
+    max_bytes: int | None = None,
+) -> Float[Array, "models models"]:
+    """Linear CKA of every pair of models, as products of stacked unit-norm centred Grams.
+
+    Args:
+      features: ``[models, stimuli, dim]``, or a sequence of ``[stimuli, dim_m]`` arrays whose
+        dims may differ (all over the same stimuli, in the same order).
+      debiased: use the unbiased HSIC estimator (needs at least 4 stimuli).
+      max_bytes: bound on the Gram blocks held at once (default: a quarter of the device's
+        memory). Models are processed in blocks that fit; the result does not depend on it.
+
+    Returns:
+      ``float32 [models, models]``, symmetric with unit diagonal. A model whose features are
+      constant over the stimuli gets NaN in its row and column, and a warning names it.
+    """
+    models = _check_features(features, debiased=debiased, min_models=2)
+    num_models, num_stimuli = len(models), models[0].shape[0]
+    max_bytes = _default_max_bytes() if max_bytes is None else int(max_bytes)
+    gram_bytes = num_stimuli * num_stimuli * 4
+    # Two blocks of Grams (rows and columns) are held at once.
+    block = min(num_models, max_bytes // (2 * gram_bytes))
+    if block < 1:
+        raise ValueError(
+            f"max_bytes={max_bytes} cannot hold two {num_stimuli} x {num_stimuli} Gram matrices "
+            f"({2 * gram_bytes} bytes); raise max_bytes or use fewer stimuli"
+        )
+    same_shape = len({tuple(m.shape) for m in models}) == 1
+    stacked = jnp.stack([jnp.asarray(m) for m in models]) if same_shape else None
+
+    def grams(start: int, stop: int) -> jax.Array:
+        if stacked is not None:
+            return _unit_grams(stacked[start:stop], debiased)
+        return jnp.concatenate([_unit_grams(jnp.asarray(m)[None], debiased) for m in models[start:stop]])
+
+    result = np.empty((num_models, num_models), np.float32)
+    starts = range(0, num_models, block)
+    for i in starts:
+        rows = grams(i, min(i + block, num_models))
+        for j in starts:
+            if j < i:
+                continue
+            cols = rows if j == i else grams(j, min(j + block, num_models))
+            tile = np.asarray(_gram_products(rows, cols))
+            result[i : i + tile.shape[0], j : j + tile.shape[1]] = tile
+            result[j : j + tile.shape[1], i : i + tile.shape[0]] = tile.T
+    constant = np.diag(result) == 0
+    if constant.any():
+        names = ", ".join(str(m) for m in np.flatnonzero(constant)[:10])
+        warnings.warn(
+            f"cka_matrix: model(s) {names} have features constant over the stimuli; CKA is undefined "
+            "for them (NaN row and column)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        result[constant, :] = np.nan
+        result[:, constant] = np.nan
+    np.fill_diagonal(result, np.where(constant, np.nan, 1.0))
+    return jnp.asarray(result)
+
+
+def gram_bytes(num_stimuli: int) -> int:
+    """Bytes of one float32 Gram matrix (for choosing ``max_bytes``)."""
+    return num_stimuli * num_stimuli * 4
+
+
+__all__ = ["cka_matrix", "gram_bytes", "linear_cka"]
