@@ -43,6 +43,10 @@ def _centre(x: Float[Array, "stimuli dim"]) -> Float[Array, "stimuli dim"]:
 def _unit_gram(x: Float[Array, "stimuli dim"], debiased: bool) -> Float[Array, "stimuli stimuli"]:
     """The centred (or U-centred) Gram of ``x`` scaled to unit Frobenius norm (zero if constant)."""
     xc = _centre(x.astype(jnp.float32))
+    # CKA is scale invariant: unit max-abs features keep the Gram clear of float32 under- and
+    # overflow (features of 1e-20 or 1e20 are not constant and must not look so).
+    scale = jnp.abs(xc).max()
+    xc = xc / jnp.where(scale > 0, scale, 1.0)
     gram = jnp.matmul(xc, xc.T, precision=_HIGHEST)
     if debiased:
         n = gram.shape[0]
@@ -64,9 +68,9 @@ def _unit_grams(
 
 @partial(jax.jit, static_argnames="debiased")
 def _pair(x: Float[Array, "stimuli dx"], y: Float[Array, "stimuli dy"], debiased: bool) -> Float[Array, ""]:
-    k, l = _unit_gram(x, debiased), _unit_gram(y, debiased)
-    constant = (jnp.sum(k * k) == 0) | (jnp.sum(l * l) == 0)
-    return jnp.where(constant, jnp.nan, jnp.sum(k * l))
+    gram_x, gram_y = _unit_gram(x, debiased), _unit_gram(y, debiased)
+    constant = (jnp.sum(gram_x * gram_x) == 0) | (jnp.sum(gram_y * gram_y) == 0)
+    return jnp.where(constant, jnp.nan, jnp.sum(gram_x * gram_y))
 
 
 @jax.jit
@@ -121,13 +125,19 @@ def _check_one(x, name: str, *, debiased: bool) -> None:
         )
     if x.shape[1] < 1:
         raise ValueError(f"{name} features have no dimensions (shape {tuple(x.shape)})")
-    if not is_traced(x):
-        finite = bool(jnp.isfinite(jnp.asarray(x, jnp.float32)).all()) if jnp.issubdtype(x.dtype, jnp.floating) else True
-        if not finite:
-            host = np.asarray(x)
-            bad = np.argwhere(~np.isfinite(host))[0]
+    if not is_traced(x) and jnp.issubdtype(x.dtype, jnp.floating):
+        if isinstance(x, np.ndarray):
+            # float64 beyond float32's range would become Inf on the device.
+            bad = ~np.isfinite(x) | (np.abs(x) > np.finfo(np.float32).max)
+        elif bool(jnp.isfinite(x).all()):
+            return
+        else:
+            bad = ~np.isfinite(np.asarray(x))
+        if bad.any():
+            where = np.argwhere(bad)[0]
             raise ValueError(
-                f"{name} features contain {host[bad[0], bad[1]]} at stimulus {bad[0]}, dimension {bad[1]}"
+                f"{name} features contain {x[where[0], where[1]]} at stimulus {where[0]}, dimension {where[1]}"
+                " (features must be finite float32 values)"
             )
 
 

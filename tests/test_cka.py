@@ -1,0 +1,184 @@
+"""Linear CKA: float64 reference, invariances, all-pairs matrix, tiling, bad input."""
+
+import warnings
+
+import hypothesis.extra.numpy as hnp
+import jax
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.stats import ortho_group
+
+import jaxagree as ja
+
+
+# Kornblith et al.'s reference (google-research/representation_similarity), in float64.
+def _centre_gram(gram: np.ndarray, unbiased: bool) -> np.ndarray:
+    gram = gram.astype(np.float64).copy()
+    n = gram.shape[0]
+    if unbiased:
+        np.fill_diagonal(gram, 0)
+        means = gram.sum(0) / (n - 2)
+        means -= means.sum() / (2 * (n - 1))
+        gram -= means[:, None]
+        gram -= means[None, :]
+        np.fill_diagonal(gram, 0)
+    else:
+        means = gram.mean(0)
+        means -= means.mean() / 2
+        gram -= means[:, None]
+        gram -= means[None, :]
+    return gram
+
+
+def reference_cka(x: np.ndarray, y: np.ndarray, debiased: bool = False) -> float:
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    gx, gy = _centre_gram(x @ x.T, debiased), _centre_gram(y @ y.T, debiased)
+    return float((gx * gy).sum() / (np.linalg.norm(gx) * np.linalg.norm(gy)))
+
+
+def related(rng, n=60, dx=12, dy=20, noise=0.5, offset=0.0):
+    x = rng.normal(size=(n, dx))
+    y = np.tanh(x @ rng.normal(size=(dx, dy))) + noise * rng.normal(size=(n, dy))
+    return x + offset, y + offset
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+@given(
+    n=st.integers(4, 40), dx=st.integers(1, 12), dy=st.integers(1, 12), noise=st.floats(0.05, 3.0),
+    seed=st.integers(0, 2**16),
+)
+def test_linear_cka_matches_float64_reference(debiased, n, dx, dy, noise, seed):
+    x, y = related(np.random.default_rng(seed), n, dx, dy, noise)
+    np.testing.assert_allclose(float(ja.linear_cka(x, y, debiased=debiased)), reference_cka(x, y, debiased), atol=2e-5)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_large_feature_means_stay_accurate_in_float32(debiased):
+    """Real activations often have means far larger than their spread."""
+    x, y = related(np.random.default_rng(0), n=200, dx=32, dy=48)
+    expected = reference_cka(x, y, debiased)
+    got = float(ja.linear_cka((x + 1e4).astype(np.float32), (y - 3e3).astype(np.float32), debiased=debiased))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_invariances(debiased):
+    """Orthogonal transforms, isotropic scaling and feature permutations leave CKA unchanged."""
+    rng = np.random.default_rng(1)
+    x, y = related(rng, n=80, dx=10, dy=16)
+    base = float(ja.linear_cka(x, y, debiased=debiased))
+    rotation = ortho_group.rvs(10, random_state=2)
+    for transformed in (x @ rotation, 7.5 * x, x[:, rng.permutation(10)], x + 3.0):
+        np.testing.assert_allclose(float(ja.linear_cka(transformed, y, debiased=debiased)), base, atol=2e-6)
+    np.testing.assert_allclose(float(ja.linear_cka(y, x, debiased=debiased)), base, atol=1e-7)
+    np.testing.assert_allclose(float(ja.linear_cka(x, x, debiased=debiased)), 1.0, atol=1e-6)
+
+
+def test_debiased_is_near_zero_for_independent_data_where_biased_is_not():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(100, 500)), rng.normal(size=(100, 500))  # dims >> stimuli: biased CKA inflates
+    biased, debiased = float(ja.linear_cka(x, y)), float(ja.linear_cka(x, y, debiased=True))
+    assert biased > 0.7
+    assert abs(debiased) < 0.05
+    np.testing.assert_allclose(debiased, reference_cka(x, y, True), atol=1e-5)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_matrix_matches_pairwise_reference_symmetric_unit_diagonal(debiased):
+    rng = np.random.default_rng(4)
+    features = rng.normal(size=(7, 50, 9))
+    features[3:] = np.tanh(features[3:] @ rng.normal(size=(9, 9)))
+    got = np.asarray(ja.cka_matrix(features, debiased=debiased))
+    expected = np.array([[reference_cka(a, b, debiased) for b in features] for a in features])
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+    np.testing.assert_array_equal(got, got.T)
+    np.testing.assert_array_equal(np.diag(got), 1.0)
+
+
+def test_list_input_with_differing_dims():
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(40, 6))
+    features = [base @ rng.normal(size=(6, d)) + 0.3 * rng.normal(size=(40, d)) for d in (3, 6, 11, 11, 64)]
+    for debiased in (False, True):
+        got = np.asarray(ja.cka_matrix(features, debiased=debiased))
+        expected = np.array([[reference_cka(a, b, debiased) for b in features] for a in features])
+        np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
+@given(
+    num_models=st.integers(2, 9),
+    per_block=st.integers(1, 9),
+    debiased=st.booleans(),
+    same_dims=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_tiled_equals_untiled(num_models, per_block, debiased, same_dims, seed):
+    """max_bytes is a memory knob only: any block size gives the same matrix."""
+    rng = np.random.default_rng(seed)
+    n = 12
+    dims = [5] * num_models if same_dims else rng.integers(1, 8, num_models)
+    features = [rng.normal(size=(n, d)) for d in dims]
+    whole = np.asarray(ja.cka_matrix(features, debiased=debiased))
+    tiled = np.asarray(ja.cka_matrix(features, debiased=debiased, max_bytes=2 * per_block * ja.cka.gram_bytes(n)))
+    np.testing.assert_allclose(tiled, whole, atol=1e-6)
+
+
+@given(hnp.arrays(np.float32, st.tuples(st.integers(2, 5), st.integers(4, 10), st.integers(1, 4)),
+                  elements=st.floats(-100, 100, width=32)))
+def test_matrix_properties_on_arbitrary_values(features):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # constant models are allowed here
+        got = np.asarray(ja.cka_matrix(features))
+    constant = np.array([np.ptp(f, axis=0).max() == 0 for f in features])
+    assert np.array_equal(np.isnan(np.diag(got)), constant)
+    defined = got[~constant][:, ~constant]
+    np.testing.assert_array_equal(defined, defined.T)
+    assert ((defined >= -1e-6) & (defined <= 1 + 1e-6)).all()
+
+
+def test_constant_model_gets_nan_row_and_column_and_a_warning_naming_it():
+    rng = np.random.default_rng(6)
+    features = [rng.normal(size=(20, 4)), np.full((20, 3), 2.5), rng.normal(size=(20, 4))]
+    with pytest.warns(RuntimeWarning, match=r"model\(s\) 1 have features constant"):
+        got = np.asarray(ja.cka_matrix(features))
+    assert np.isnan(got[1]).all() and np.isnan(got[:, 1]).all()
+    assert not np.isnan(got[[0, 2]][:, [0, 2]]).any()
+    with pytest.warns(RuntimeWarning, match="constant"):
+        assert np.isnan(float(ja.linear_cka(features[0], features[1])))
+
+
+def test_cka_inside_jit():
+    rng = np.random.default_rng(7)
+    x, y = related(rng, n=30)
+    fn = jax.jit(lambda a, b: ja.linear_cka(a, b, debiased=True))
+    np.testing.assert_allclose(float(fn(x, y)), reference_cka(x, y, True), atol=2e-5)
+
+
+@pytest.mark.parametrize(
+    "features, kwargs, match",
+    [
+        ([np.zeros((10, 3))], {}, "1 model"),
+        ([np.ones((10, 3)), np.ones((9, 3))], {}, "model 1 has 9 stimuli but model 0 has 10"),
+        ([np.ones((3, 3)), np.ones((3, 3))], {"debiased": True}, "model 0 has 3 stimuli; debiased CKA needs at least 4"),
+        ([np.ones((1, 3)), np.ones((1, 3))], {}, "needs at least 2"),
+        ([np.ones((10, 3)), np.array([[1.0, np.nan]] * 10)], {}, "model 1 features contain nan at stimulus 0, dimension 1"),
+        ([np.ones((10, 3)), np.array([[np.inf, 1.0]] * 10)], {}, "model 1 features contain inf"),
+        ([np.ones((10, 3)), np.full((10, 2), 1e300)], {}, "finite float32"),
+        ([np.ones((10, 3)), np.ones(10)], {}, r"model 1 features must have shape \[stimuli, dim\]"),
+        (np.ones((10, 3)), {}, r"\[models, stimuli, dim\]"),
+        ([np.ones((10, 3)), np.ones((10, 0))], {}, "no dimensions"),
+        ([np.ones((10, 3)), np.ones((10, 3))], {"max_bytes": 100}, "cannot hold two 10 x 10 Gram matrices"),
+    ],
+)
+def test_bad_input_names_the_culprit(features, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ja.cka_matrix(features, **kwargs)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-12, 1e12, 1e30])
+def test_extreme_feature_scales_neither_underflow_nor_overflow(scale):
+    x, y = related(np.random.default_rng(8), n=30)
+    got = float(ja.linear_cka((x * scale).astype(np.float32), y.astype(np.float32)))
+    np.testing.assert_allclose(got, reference_cka(x, y), atol=2e-5)
