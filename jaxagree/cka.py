@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import no_type_check
 
@@ -86,36 +86,48 @@ def _default_max_bytes() -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
 
 
-def _check_features(features, *, debiased: bool, min_models: int) -> list:
-    """Validate; return a list of per-model [stimuli, dim] arrays."""
-    if hasattr(features, "ndim"):
+def _check_features(features, *, debiased: bool, min_models: int) -> tuple[list, list[str]]:
+    """Validate; return (per-model [stimuli, dim] arrays, how to name each model in messages)."""
+    if isinstance(features, Mapping):
+        labels = [f"model {name!r}" for name in features]
+        models = [f if hasattr(f, "ndim") else np.asarray(f) for f in features.values()]
+    elif hasattr(features, "ndim"):
         if features.ndim != 3:
             raise ValueError(
                 f"features must have shape [models, stimuli, dim] or be a sequence of [stimuli, dim] "
                 f"arrays, got shape {tuple(features.shape)}"
             )
         models = [features[m] for m in range(features.shape[0])]
+        labels = [f"model {m}" for m in range(len(models))]
     elif isinstance(features, Sequence) and not isinstance(features, (str, bytes)):
         models = [f if hasattr(f, "ndim") else np.asarray(f) for f in features]
+        labels = [f"model {m}" for m in range(len(models))]
     else:
-        raise ValueError(f"features must be an array or a sequence of arrays, got {type(features).__name__}")
+        raise ValueError(
+            f"features must be an array, a sequence or a mapping of arrays, got {type(features).__name__}"
+        )
     if len(models) < min_models:
         raise ValueError(f"features has {len(models)} model(s); CKA needs at least {min_models}")
-    for m, x in enumerate(models):
-        _check_one(x, f"model {m}", debiased=debiased)
-    num_stimuli = models[0].shape[0]
-    for m, x in enumerate(models[1:], start=1):
-        if x.shape[0] != num_stimuli:
+    for x, label in zip(models, labels):
+        if x.ndim != 2:
+            raise ValueError(f"{label} features must have shape [stimuli, dim], got shape {tuple(x.shape)}")
+    check_same_stimuli([x.shape[0] for x in models], labels)
+    for x, label in zip(models, labels):
+        _check_one(x, label, debiased=debiased)
+    return models, labels
+
+
+def check_same_stimuli(counts: Sequence[int], labels: Sequence[str]) -> None:
+    """Raise naming the first model whose stimulus count differs from the first model's."""
+    for count, label in zip(counts[1:], labels[1:]):
+        if count != counts[0]:
             raise ValueError(
-                f"model {m} has {x.shape[0]} stimuli but model 0 has {num_stimuli}; CKA compares "
+                f"{label} has {count} stimuli but {labels[0]} has {counts[0]}; CKA compares "
                 "representations of the same stimuli"
             )
-    return models
 
 
 def _check_one(x, name: str, *, debiased: bool) -> None:
-    if x.ndim != 2:
-        raise ValueError(f"{name} features must have shape [stimuli, dim], got shape {tuple(x.shape)}")
     if not jnp.issubdtype(x.dtype, jnp.floating) and not jnp.issubdtype(x.dtype, jnp.integer):
         raise ValueError(f"{name} features must be numeric, got dtype {x.dtype}")
     least = 4 if debiased else 2
@@ -156,7 +168,7 @@ def linear_cka(
       ``float32`` scalar in ``[0, 1]`` (debiased CKA may be slightly negative); NaN, with a
       warning, if either representation is constant over the stimuli.
     """
-    x, y = _check_features([x, y], debiased=debiased, min_models=2)
+    (x, y), _ = _check_features([x, y], debiased=debiased, min_models=2)
     value = _pair(jnp.asarray(x), jnp.asarray(y), debiased)
     if not is_traced(value) and bool(jnp.isnan(value)):
         warnings.warn("linear_cka: a representation is constant over the stimuli; CKA is undefined (NaN)",
@@ -166,7 +178,9 @@ def linear_cka(
 
 @no_type_check  # validates its input itself, with ValueErrors that name the culprit
 def cka_matrix(
-    features: Float[AnyArray, "models stimuli dim"] | Sequence[Float[AnyArray, "stimuli _"]],
+    features: Float[AnyArray, "models stimuli dim"]
+    | Sequence[Float[AnyArray, "stimuli _"]]
+    | Mapping[str, Float[AnyArray, "stimuli _"]],
     *,
     debiased: bool = False,
     max_bytes: int | None = None,
@@ -175,7 +189,8 @@ def cka_matrix(
 
     Args:
       features: ``[models, stimuli, dim]``, or a sequence of ``[stimuli, dim_m]`` arrays whose
-        dims may differ (all over the same stimuli, in the same order).
+        dims may differ (all over the same stimuli, in the same order), or a mapping from model
+        name to such arrays (messages then name the models).
       debiased: use the unbiased HSIC estimator (needs at least 4 stimuli).
       max_bytes: bound on the Gram blocks held at once (default: a quarter of the device's
         memory). Models are processed in blocks that fit; the result does not depend on it.
@@ -184,7 +199,7 @@ def cka_matrix(
       ``float32 [models, models]``, symmetric with unit diagonal. A model whose features are
       constant over the stimuli gets NaN in its row and column, and a warning names it.
     """
-    models = _check_features(features, debiased=debiased, min_models=2)
+    models, labels = _check_features(features, debiased=debiased, min_models=2)
     num_models, num_stimuli = len(models), models[0].shape[0]
     max_bytes = _default_max_bytes() if max_bytes is None else int(max_bytes)
     gram_bytes = num_stimuli * num_stimuli * 4
@@ -216,10 +231,10 @@ def cka_matrix(
             result[j : j + tile.shape[1], i : i + tile.shape[0]] = tile.T
     constant = np.diag(result) == 0
     if constant.any():
-        names = ", ".join(str(m) for m in np.flatnonzero(constant)[:10])
+        names = ", ".join(labels[m] for m in np.flatnonzero(constant)[:10])
         warnings.warn(
-            f"cka_matrix: model(s) {names} have features constant over the stimuli; CKA is undefined "
-            "for them (NaN row and column)",
+            f"cka_matrix: {names}: features constant over the stimuli; CKA is undefined there "
+            "(NaN row and column)",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -93,18 +93,23 @@ def _run_agreement(table, args) -> int:
 
 
 def _run_cka(args) -> int:
-    from jaxagree.cka import cka_matrix
+    from jaxagree.cka import check_same_stimuli, cka_matrix
     from jaxagree.io import read_families, read_features, read_indices
     from jaxagree.report import write_cka_report
 
     features = read_features(args.features)
     arrays = features.features
+    families = read_families(args.families) if args.families is not None else None
+    if families is not None:
+        missing = [m for m in features.models if m not in families]
+        if missing:
+            raise ValueError(f"{args.families}: no family for model(s) {', '.join(map(repr, missing[:5]))}")
     if args.stimuli is not None:
+        check_same_stimuli([a.shape[0] for a in arrays], [f"model {m!r}" for m in features.models])
         indices = read_indices(args.stimuli, arrays[0].shape[0])
         arrays = [a[indices] for a in arrays]
-    families = read_families(args.families) if args.families is not None else None
     max_bytes = None if args.max_bytes is None else int(args.max_bytes)
-    matrix = cka_matrix(arrays, debiased=args.debiased, max_bytes=max_bytes)
+    matrix = cka_matrix(dict(zip(features.models, arrays)), debiased=args.debiased, max_bytes=max_bytes)
     title = "debiased linear CKA" if args.debiased else "linear CKA"
     written = write_cka_report(matrix, features.models, args.out, families=families, title=title)
     print(

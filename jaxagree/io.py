@@ -450,6 +450,8 @@ def read_indices(path: str | os.PathLike, num_stimuli: int) -> np.ndarray:
     """Stimulus indices from a CSV with an ``index`` column (e.g. ``contrastive.csv``) or a file
     with one index per line."""
     path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
     lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not lines:
         raise ValueError(f"{path}: no stimulus indices")
@@ -461,6 +463,8 @@ def read_indices(path: str | os.PathLike, num_stimuli: int) -> np.ndarray:
             values = [row["index"] for row in reader]
     else:
         values = lines
+    if not values:
+        raise ValueError(f"{path}: no stimulus indices")
     try:
         indices = np.array([int(v) for v in values], np.int64)
     except ValueError:
@@ -475,6 +479,8 @@ def read_indices(path: str | os.PathLike, num_stimuli: int) -> np.ndarray:
 
 def read_families(path: str | os.PathLike) -> dict[str, str]:
     """Model -> family from a CSV with columns ``model`` and ``family``."""
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such file")
     with Path(path).open(newline="") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or not {"model", "family"} <= set(reader.fieldnames):

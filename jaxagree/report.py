@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxagree._typing import AnyArray
 from jaxagree.analysis import AgreementAnalysis
 from jaxagree.io import PredictionTable, write_csv, write_json
 
@@ -162,7 +163,7 @@ def plot_sorted_agreement(analysis: AgreementAnalysis, path: str | os.PathLike) 
 
 
 def write_cka_report(
-    matrix: np.ndarray,
+    matrix: AnyArray,
     models: list[str],
     out_dir: str | os.PathLike,
     *,
@@ -171,6 +172,10 @@ def write_cka_report(
 ) -> dict[str, Path]:
     """Write ``cka.csv`` (a square table with model names) and ``cka.png`` (a heatmap, models
     grouped by family when ``families`` maps model names to families)."""
+    if families:
+        missing = [m for m in models if m not in families]
+        if missing:
+            raise ValueError(f"no family given for model(s) {', '.join(map(repr, missing[:5]))}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     matrix = np.asarray(matrix)
@@ -180,9 +185,6 @@ def write_cka_report(
     order = np.arange(len(models))
     labels = None
     if families:
-        missing = [m for m in models if m not in families]
-        if missing:
-            raise ValueError(f"no family given for model(s) {', '.join(map(repr, missing[:5]))}")
         labels = [families[m] for m in models]
         order = np.array(sorted(range(len(models)), key=lambda i: (labels[i], i)))
     written["heatmap"] = plot_cka(matrix[np.ix_(order, order)], [models[i] for i in order],

@@ -141,7 +141,7 @@ def test_matrix_properties_on_arbitrary_values(features):
 def test_constant_model_gets_nan_row_and_column_and_a_warning_naming_it():
     rng = np.random.default_rng(6)
     features = [rng.normal(size=(20, 4)), np.full((20, 3), 2.5), rng.normal(size=(20, 4))]
-    with pytest.warns(RuntimeWarning, match=r"model\(s\) 1 have features constant"):
+    with pytest.warns(RuntimeWarning, match=r"model 1: features constant"):
         got = np.asarray(ja.cka_matrix(features))
     assert np.isnan(got[1]).all() and np.isnan(got[:, 1]).all()
     assert not np.isnan(got[[0, 2]][:, [0, 2]]).any()
@@ -167,6 +167,8 @@ def test_cka_inside_jit():
         ([np.ones((10, 3)), np.array([[np.inf, 1.0]] * 10)], {}, "model 1 features contain inf"),
         ([np.ones((10, 3)), np.full((10, 2), 1e300)], {}, "finite float32"),
         ([np.ones((10, 3)), np.ones(10)], {}, r"model 1 features must have shape \[stimuli, dim\]"),
+        ({"alexnet": np.ones((10, 3)), "vit": np.ones((8, 3))}, {}, "model 'vit' has 8 stimuli but model 'alexnet' has 10"),
+        ({"alexnet": np.ones((10, 3)), "vit": np.full((10, 2), np.nan)}, {}, "model 'vit' features contain nan"),
         (np.ones((10, 3)), {}, r"\[models, stimuli, dim\]"),
         ([np.ones((10, 3)), np.ones((10, 0))], {}, "no dimensions"),
         ([np.ones((10, 3)), np.ones((10, 3))], {"max_bytes": 100}, "cannot hold two 10 x 10 Gram matrices"),
