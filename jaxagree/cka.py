@@ -61,9 +61,11 @@ def _unit_gram(x: Float[Array, "stimuli dim"], debiased: bool) -> Float[Array, "
 @partial(jax.jit, static_argnames="debiased")
 def _unit_grams(
     features: Float[Array, "models stimuli dim"], debiased: bool
-) -> Float[Array, "models stimuli_sq"]:
-    grams = jax.vmap(partial(_unit_gram, debiased=debiased))(features)
-    return grams.reshape(features.shape[0], -1)
+) -> Float[Array, "cells models"]:
+    # Models last: the products below then contract over the leading axis, which XLA:CPU runs
+    # about 4x faster than the same product with the models first (measured at 50 x 1000^2).
+    grams = jax.vmap(partial(_unit_gram, debiased=debiased), out_axes=2)(features)
+    return grams.reshape(-1, features.shape[0])
 
 
 @partial(jax.jit, static_argnames="debiased")
@@ -74,8 +76,8 @@ def _pair(x: Float[Array, "stimuli dx"], y: Float[Array, "stimuli dy"], debiased
 
 
 @jax.jit
-def _gram_products(a: Float[Array, "rows cells"], b: Float[Array, "cols cells"]) -> Float[Array, "rows cols"]:
-    return jnp.matmul(a, b.T, precision=_HIGHEST)
+def _gram_products(a: Float[Array, "cells rows"], b: Float[Array, "cells cols"]) -> Float[Array, "rows cols"]:
+    return jnp.matmul(a.T, b, precision=_HIGHEST)
 
 
 def _default_max_bytes() -> int:
@@ -216,7 +218,7 @@ def cka_matrix(
     def grams(start: int, stop: int) -> jax.Array:
         if stacked is not None:
             return _unit_grams(stacked[start:stop], debiased)
-        return jnp.concatenate([_unit_grams(jnp.asarray(m)[None], debiased) for m in models[start:stop]])
+        return jnp.concatenate([_unit_grams(jnp.asarray(m)[None], debiased) for m in models[start:stop]], axis=1)
 
     result = np.empty((num_models, num_models), np.float32)
     starts = range(0, num_models, block)

@@ -126,8 +126,9 @@ def test_tiled_equals_untiled(num_models, per_block, debiased, same_dims, seed):
 
 
 @given(hnp.arrays(np.float32, st.tuples(st.integers(2, 5), st.integers(4, 10), st.integers(1, 4)),
-                  elements=st.floats(-100, 100, width=32)))
+                  elements=st.floats(-100, 100, width=32, allow_subnormal=False)))
 def test_matrix_properties_on_arbitrary_values(features):
+    # Subnormal floats are excluded: XLA flushes them to zero, so they would read as constant.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # constant models are allowed here
         got = np.asarray(ja.cka_matrix(features))
