@@ -16,11 +16,12 @@ stimulus), which keeps float32 accurate when activations have large means.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import no_type_check
+from typing import NamedTuple, no_type_check
 
 import jax
 import jax.numpy as jnp
@@ -40,13 +41,18 @@ def _centre(x: Float[Array, "stimuli dim"]) -> Float[Array, "stimuli dim"]:
     return shifted - shifted.mean(axis=0, keepdims=True)
 
 
-def _unit_gram(x: Float[Array, "stimuli dim"], debiased: bool) -> Float[Array, "stimuli stimuli"]:
-    """The centred (or U-centred) Gram of ``x`` scaled to unit Frobenius norm (zero if constant)."""
+def _prepare(x: Float[Array, "stimuli dim"]) -> Float[Array, "stimuli dim"]:
+    """Centred features scaled to unit max-abs (all zero if constant)."""
     xc = _centre(x.astype(jnp.float32))
-    # CKA is scale invariant: unit max-abs features keep the Gram clear of float32 under- and
+    # CKA is scale invariant: unit max-abs features keep products clear of float32 under- and
     # overflow (features of 1e-20 or 1e20 are not constant and must not look so).
     scale = jnp.abs(xc).max()
-    xc = xc / jnp.where(scale > 0, scale, 1.0)
+    return xc / jnp.where(scale > 0, scale, 1.0)
+
+
+def _unit_gram(x: Float[Array, "stimuli dim"], debiased: bool) -> Float[Array, "stimuli stimuli"]:
+    """The centred (or U-centred) Gram of ``x`` scaled to unit Frobenius norm (zero if constant)."""
+    xc = _prepare(x)
     gram = jnp.matmul(xc, xc.T, precision=_HIGHEST)
     if debiased:
         n = gram.shape[0]
@@ -78,6 +84,25 @@ def _pair(x: Float[Array, "stimuli dx"], y: Float[Array, "stimuli dy"], debiased
 @jax.jit
 def _gram_products(a: Float[Array, "cells rows"], b: Float[Array, "cells cols"]) -> Float[Array, "rows cols"]:
     return jnp.matmul(a.T, b, precision=_HIGHEST)
+
+
+@jax.jit
+def _prepare_models(features: Float[Array, "models stimuli dim"]) -> Float[Array, "models stimuli dim"]:
+    return jax.vmap(_prepare)(features)
+
+
+@jax.jit
+def _feature_tile(
+    rows: Float[Array, "stimuli dims_i"],
+    cols: Float[Array, "stimuli dims_j"],
+    member_rows: Float[Array, "dims_i models_i"],
+    member_cols: Float[Array, "dims_j models_j"],
+) -> Float[Array, "models_i models_j"]:
+    """``|X_a^T X_b|_F^2`` for every model a of ``rows`` and b of ``cols`` (features side by side;
+    ``member`` one-hot maps each feature column to its model)."""
+    cross = jnp.matmul(rows.T, cols, precision=_HIGHEST)
+    summed = jnp.matmul(member_rows.T, cross * cross, precision=_HIGHEST)
+    return jnp.matmul(summed, member_cols, precision=_HIGHEST)
 
 
 def _default_max_bytes() -> int:
@@ -186,51 +211,42 @@ def cka_matrix(
     *,
     debiased: bool = False,
     max_bytes: int | None = None,
+    method: str = "auto",
 ) -> Float[Array, "models models"]:
-    """Linear CKA of every pair of models, as products of stacked unit-norm centred Grams.
+    """Linear CKA of every pair of models at once.
+
+    Two ways to the same numbers, the cheaper chosen from the shapes (``method="auto"``):
+    ``"gram"`` forms each model's unit-norm (U-)centred Gram once and takes one product of the
+    stacked Grams (``~M n^2 d + M^2 n^2`` FLOPs, ``n^2`` memory per model); ``"features"`` takes
+    the cross-products of all centred features side by side (``~n D^2`` with ``D`` the summed
+    dims), which wins when dims are small against stimuli or Grams do not fit ``max_bytes``.
 
     Args:
       features: ``[models, stimuli, dim]``, or a sequence of ``[stimuli, dim_m]`` arrays whose
         dims may differ (all over the same stimuli, in the same order), or a mapping from model
         name to such arrays (messages then name the models).
       debiased: use the unbiased HSIC estimator (needs at least 4 stimuli).
-      max_bytes: bound on the Gram blocks held at once (default: a quarter of the device's
-        memory). Models are processed in blocks that fit; the result does not depend on it.
+      max_bytes: bound on the blocks of Grams or cross-products held at once (default: a quarter
+        of the device's memory). Models are processed in blocks that fit; the result does not
+        depend on it.
+      method: ``"auto"``, ``"gram"`` or ``"features"``.
 
     Returns:
       ``float32 [models, models]``, symmetric with unit diagonal. A model whose features are
       constant over the stimuli gets NaN in its row and column, and a warning names it.
     """
+    if method not in ("auto", "gram", "features"):
+        raise ValueError(f"method must be 'auto', 'gram' or 'features', got {method!r}")
     models, labels = _check_features(features, debiased=debiased, min_models=2)
-    num_models, num_stimuli = len(models), models[0].shape[0]
+    num_stimuli = models[0].shape[0]
+    dims = [int(m.shape[1]) for m in models]
     max_bytes = _default_max_bytes() if max_bytes is None else int(max_bytes)
-    gram_bytes = num_stimuli * num_stimuli * 4
-    # Two blocks of Grams (rows and columns) are held at once.
-    block = min(num_models, max_bytes // (2 * gram_bytes))
-    if block < 1:
-        raise ValueError(
-            f"max_bytes={max_bytes} cannot hold two {num_stimuli} x {num_stimuli} Gram matrices "
-            f"({2 * gram_bytes} bytes); raise max_bytes or use fewer stimuli"
-        )
-    same_shape = len({tuple(m.shape) for m in models}) == 1
-    stacked = jnp.stack([jnp.asarray(m) for m in models]) if same_shape else None
-
-    def grams(start: int, stop: int) -> jax.Array:
-        if stacked is not None:
-            return _unit_grams(stacked[start:stop], debiased)
-        return jnp.concatenate([_unit_grams(jnp.asarray(m)[None], debiased) for m in models[start:stop]], axis=1)
-
-    result = np.empty((num_models, num_models), np.float32)
-    starts = range(0, num_models, block)
-    for i in starts:
-        rows = grams(i, min(i + block, num_models))
-        for j in starts:
-            if j < i:
-                continue
-            cols = rows if j == i else grams(j, min(j + block, num_models))
-            tile = np.asarray(_gram_products(rows, cols))
-            result[i : i + tile.shape[0], j : j + tile.shape[1]] = tile
-            result[j : j + tile.shape[1], i : i + tile.shape[0]] = tile.T
+    path = _choose_path(dims, num_stimuli, max_bytes, method)
+    if path.name == "gram":
+        result = _gram_path(models, debiased, path.block)
+    else:
+        result = _feature_path(models, debiased, path.block)
+    result = (result + result.T) / 2  # blocks on the diagonal are products whose halves may round apart
     constant = np.diag(result) == 0
     if constant.any():
         names = ", ".join(labels[m] for m in np.flatnonzero(constant)[:10])
@@ -244,6 +260,109 @@ def cka_matrix(
         result[:, constant] = np.nan
     np.fill_diagonal(result, np.where(constant, np.nan, 1.0))
     return jnp.asarray(result)
+
+
+class _Path(NamedTuple):
+    name: str  # "gram" or "features"
+    block: int  # models per block (gram) or feature columns per block (features)
+    flops: float
+
+
+def _choose_path(dims: list[int], num_stimuli: int, max_bytes: int, method: str) -> _Path:
+    """The cheaper of the Gram and feature-space paths that fits ``max_bytes``.
+
+    Gram path: ``2 M n^2 d`` for the Grams (more when blocks of Grams must be recomputed because
+    they do not all fit) plus ``2 M^2 n^2`` for their products. Feature path: ``n D^2`` for the
+    cross-products of all features side by side (``D`` = sum of dims), any block size.
+    """
+    n, num_models, total = num_stimuli, len(dims), sum(dims)
+    options = []
+    gram_block = min(num_models, max_bytes // (2 * gram_bytes(n)))
+    if gram_block >= 1 and method in ("auto", "gram"):
+        blocks = -(-num_models // gram_block)
+        recompute = 1 + (blocks - 1) / 2  # column blocks are rebuilt for each row block above them
+        flops = 2 * n * n * total * recompute + 2 * num_models**2 * n * n
+        options.append(_Path("gram", gram_block, flops))
+    # A tile holds two blocks of D features ([n, D] each) and two [D, D] cross-products:
+    # 4 bytes * (2 n D + 2 D^2) <= max_bytes.
+    feature_block = int((-n + math.sqrt(n * n + max_bytes / 2)) / 2)
+    if feature_block >= max(dims) and method in ("auto", "features"):
+        options.append(_Path("features", feature_block, float(n) * total * total))
+    if not options:
+        raise ValueError(
+            f"max_bytes={max_bytes} cannot hold two {n} x {n} Gram matrices ({2 * gram_bytes(n)} bytes)"
+            + ("" if method == "gram" else f" nor the cross-products of the widest model ({max(dims)} dims)")
+            + "; raise max_bytes or use fewer stimuli"
+        )
+    return min(options, key=lambda option: option.flops)
+
+
+def _gram_path(models: list, debiased: bool, block: int) -> np.ndarray:
+    """Products of unit-norm (U-)centred Grams, in blocks of ``block`` models."""
+    num_models = len(models)
+    same_shape = len({tuple(m.shape) for m in models}) == 1
+    stacked = jnp.stack([jnp.asarray(m) for m in models]) if same_shape else None
+
+    def grams(start: int, stop: int) -> jax.Array:
+        if stacked is not None:
+            return _unit_grams(stacked[start:stop], debiased)
+        return jnp.concatenate([_unit_grams(jnp.asarray(m)[None], debiased) for m in models[start:stop]], axis=1)
+
+    result = np.empty((num_models, num_models), np.float64)
+    starts = range(0, num_models, block)
+    for i in starts:
+        rows = grams(i, min(i + block, num_models))
+        for j in starts:
+            if j < i:
+                continue
+            cols = rows if j == i else grams(j, min(j + block, num_models))
+            tile = np.asarray(_gram_products(rows, cols))
+            result[i : i + tile.shape[0], j : j + tile.shape[1]] = tile
+            result[j : j + tile.shape[1], i : i + tile.shape[0]] = tile.T
+    return result
+
+
+def _feature_path(models: list, debiased: bool, block: int) -> np.ndarray:
+    """CKA from ``<K_a, K_b> = |X_a^T X_b|_F^2`` of centred features, never forming a Gram.
+
+    The debiased estimator follows from the same cross-products: with centred ``X`` and
+    ``a_i = |x_i|^2``, ``<K_u, L_u> = |X^T Y|^2 + (sum a)(sum b) / ((n-1)(n-2)) - n/(n-2) sum a_i b_i``.
+    """
+    n = models[0].shape[0]
+    prepared = [_prepare_models(jnp.asarray(m)[None])[0] for m in models]
+    # Consecutive models whose summed dims fit one block.
+    groups, current, width = [], [], 0
+    for m, x in enumerate(prepared):
+        if current and width + x.shape[1] > block:
+            groups.append(current)
+            current, width = [], 0
+        current.append(m)
+        width += x.shape[1]
+    groups.append(current)
+
+    def side_by_side(group):
+        features = jnp.concatenate([prepared[m] for m in group], axis=1)
+        owner = np.repeat(np.arange(len(group)), [prepared[m].shape[1] for m in group])
+        member = jnp.asarray(owner[:, None] == np.arange(len(group))[None, :], jnp.float32)
+        return features, member
+
+    num_models = len(models)
+    inner = np.empty((num_models, num_models), np.float64)
+    for gi, rows in enumerate(groups):
+        row_features, row_member = side_by_side(rows)
+        for cols in groups[gi:]:
+            col_features, col_member = (row_features, row_member) if cols is rows else side_by_side(cols)
+            tile = np.asarray(_feature_tile(row_features, col_features, row_member, col_member), np.float64)
+            inner[np.ix_(rows, cols)] = tile
+            inner[np.ix_(cols, rows)] = tile.T
+    if debiased:
+        norms = np.stack([np.asarray(jnp.sum(x * x, axis=1), np.float64) for x in prepared])  # [models, n]
+        totals = norms.sum(axis=1)
+        inner += np.outer(totals, totals) / ((n - 1) * (n - 2)) - n / (n - 2) * (norms @ norms.T)
+    scale = np.sqrt(np.clip(np.diag(inner), 0.0, None))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        result = inner / np.outer(scale, scale)
+    return np.where(np.outer(scale, scale) > 0, result, 0.0)
 
 
 def gram_bytes(num_stimuli: int) -> int:

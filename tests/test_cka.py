@@ -185,3 +185,38 @@ def test_extreme_feature_scales_neither_underflow_nor_overflow(scale):
     x, y = related(np.random.default_rng(8), n=30)
     got = float(ja.linear_cka((x * scale).astype(np.float32), y.astype(np.float32)))
     np.testing.assert_allclose(got, reference_cka(x, y), atol=2e-5)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+@given(
+    dims=st.lists(st.integers(1, 9), min_size=2, max_size=6),
+    n=st.integers(4, 30),
+    budget=st.sampled_from([None, 0]),
+    seed=st.integers(0, 2**16),
+)
+def test_feature_path_equals_gram_path_and_reference(debiased, dims, n, budget, seed):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, 4))
+    features = [base @ rng.normal(size=(4, d)) + rng.normal(size=(n, d)) + 50 for d in dims]
+    # budget 0: the smallest feature blocks that hold the widest model (many tiles).
+    max_bytes = None if budget is None else 4 * (2 * n * max(dims) + 2 * max(dims) ** 2)
+    by_features = np.asarray(ja.cka_matrix(features, debiased=debiased, method="features", max_bytes=max_bytes))
+    by_grams = np.asarray(ja.cka_matrix(features, debiased=debiased, method="gram"))
+    expected = np.array([[reference_cka(a, b, debiased) for b in features] for a in features])
+    np.testing.assert_allclose(by_features, expected, atol=5e-5)
+    np.testing.assert_allclose(by_grams, expected, atol=5e-5)
+    np.testing.assert_array_equal(by_features, by_features.T)
+
+
+def test_path_choice_follows_flops_and_memory():
+    choose = ja.cka._choose_path
+    # Few dims against many stimuli: features; many dims against few stimuli: Grams.
+    assert choose([16] * 10, 5000, 10**10, "auto").name == "features"
+    assert choose([2048] * 10, 500, 10**10, "auto").name == "gram"
+    # Grams that do not fit force the feature path; then a block holds several models.
+    path = choose([256] * 200, 4000, 10**9, "auto")
+    assert path.name == "features" and path.block >= 256
+    with pytest.raises(ValueError, match="cannot hold two 4000 x 4000 Gram matrices"):
+        choose([256] * 200, 4000, 10**6, "gram")
+    with pytest.raises(ValueError, match="method must be"):
+        ja.cka_matrix([np.ones((5, 2)), np.ones((5, 2))], method="fast")
