@@ -67,11 +67,11 @@ def _unit_gram(x: Float[Array, "stimuli dim"], debiased: bool) -> Float[Array, "
 @partial(jax.jit, static_argnames="debiased")
 def _unit_grams(
     features: Float[Array, "models stimuli dim"], debiased: bool
-) -> Float[Array, "cells models"]:
-    # Models last: the products below then contract over the leading axis, which XLA:CPU runs
-    # about 4x faster than the same product with the models first (measured at 50 x 1000^2).
-    grams = jax.vmap(partial(_unit_gram, debiased=debiased), out_axes=2)(features)
-    return grams.reshape(-1, features.shape[0])
+) -> Float[Array, "models cells"]:
+    # One model at a time (lax.map): XLA:CPU runs a loop of matmuls about 1.5x faster than the
+    # batched matmul that vmap makes (measured at 20 x 2000 x 768).
+    grams = jax.lax.map(partial(_unit_gram, debiased=debiased), features)
+    return grams.reshape(features.shape[0], -1)
 
 
 @partial(jax.jit, static_argnames="debiased")
@@ -81,9 +81,25 @@ def _pair(x: Float[Array, "stimuli dx"], y: Float[Array, "stimuli dy"], debiased
     return jnp.where(constant, jnp.nan, jnp.sum(gram_x * gram_y))
 
 
+_PRODUCT_CHUNK = 2**15
+
+
 @jax.jit
-def _gram_products(a: Float[Array, "cells rows"], b: Float[Array, "cells cols"]) -> Float[Array, "rows cols"]:
-    return jnp.matmul(a.T, b, precision=_HIGHEST)
+def _gram_products(a: Float[Array, "rows cells"], b: Float[Array, "cols cells"]) -> Float[Array, "rows cols"]:
+    """``a @ b.T`` over chunks of the (long) cell axis: XLA:CPU runs one product with a
+    contraction of millions about 3x slower than a loop of short ones, and summing per-chunk
+    partial products is also more accurate in float32."""
+    cells = a.shape[1]
+    chunks = -(-cells // _PRODUCT_CHUNK)
+    pad = chunks * _PRODUCT_CHUNK - cells
+    a = jnp.pad(a, ((0, 0), (0, pad))).reshape(a.shape[0], chunks, _PRODUCT_CHUNK)
+    b = jnp.pad(b, ((0, 0), (0, pad))).reshape(b.shape[0], chunks, _PRODUCT_CHUNK)
+
+    def step(total, i):
+        return total + jnp.matmul(a[:, i], b[:, i].T, precision=_HIGHEST), None
+
+    total, _ = jax.lax.scan(step, jnp.zeros((a.shape[0], b.shape[0]), jnp.float32), jnp.arange(chunks))
+    return total
 
 
 @jax.jit
@@ -306,7 +322,7 @@ def _gram_path(models: list, debiased: bool, block: int) -> np.ndarray:
     def grams(start: int, stop: int) -> jax.Array:
         if stacked is not None:
             return _unit_grams(stacked[start:stop], debiased)
-        return jnp.concatenate([_unit_grams(jnp.asarray(m)[None], debiased) for m in models[start:stop]], axis=1)
+        return jnp.concatenate([_unit_grams(jnp.asarray(m)[None], debiased) for m in models[start:stop]])
 
     result = np.empty((num_models, num_models), np.float64)
     starts = range(0, num_models, block)

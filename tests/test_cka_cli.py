@@ -459,10 +459,23 @@ def test_cli_cka_max_bytes_tiling_gives_same_result(tmp_path, capsys, blocks):
 
 
 def test_cli_cka_max_bytes_too_small(tmp_path, capsys):
-    too_small = 2 * ja.cka.gram_bytes(NUM_STIMULI) - 1
-    code, _, err = _run_cka(capsys, _npz(tmp_path / "f.npz"), "--out", tmp_path / "out", "--max-bytes", too_small)
+    code, _, err = _run_cka(capsys, _npz(tmp_path / "f.npz"), "--out", tmp_path / "out", "--max-bytes", 16)
     assert code == 2
     assert "jaxagree cka: error:" in err and "max_bytes" in err
+
+
+def test_cli_cka_max_bytes_too_small_for_grams_uses_the_feature_path(tmp_path, capsys):
+    path = _npz(tmp_path / "f.npz")
+    code, _, err = _run_cka(capsys, path, "--out", tmp_path / "whole")
+    assert code == 0, err
+    no_grams = 2 * ja.cka.gram_bytes(NUM_STIMULI) - 1
+    code, _, err = _run_cka(capsys, path, "--out", tmp_path / "small", "--max-bytes", no_grams)
+    assert code == 0, err
+    np.testing.assert_allclose(
+        np.loadtxt(tmp_path / "small" / "cka.csv", delimiter=",", skiprows=1, usecols=range(1, 5)),
+        np.loadtxt(tmp_path / "whole" / "cka.csv", delimiter=",", skiprows=1, usecols=range(1, 5)),
+        atol=1e-6,
+    )
 
 
 def _with_nan(tmp_path) -> Path:
