@@ -8,10 +8,18 @@ Two estimators, both from centred Gram matrices ``K = X_c X_c^T`` of the feature
   (2012), written with U-centred Grams (zero diagonal, Szekely & Rizzo 2014). It is near 0 for
   independent representations where the biased estimator is not, and needs at least 4 stimuli.
 
-For many models every Gram is centred and scaled to unit norm once, and the whole matrix is one
-product of the stacked Grams, tiled over blocks of models so that no intermediate exceeds
-``max_bytes``. Features are centred before the Gram is formed (with a shift by the first
-stimulus), which keeps float32 accurate when activations have large means.
+Two ways to every pair, the cheaper chosen from the shapes and the memory bound:
+
+* the Gram path forms each model's unit-norm (U-)centred Gram once and takes the products of the
+  stacked Grams (``~2 M n^2 d + 2 M^2 n^2`` FLOPs, ``4 n^2`` bytes per model held);
+* the feature path never forms a Gram: ``<K_a, K_b> = |X_a^T X_b|_F^2``, so the cross-products of
+  all centred features side by side give every pair (``~n D^2`` FLOPs for ``D`` summed dims); the
+  debiased estimator follows from the same products and per-stimulus norms.
+
+Both are tiled over blocks of models so that no intermediate exceeds ``max_bytes``; the result
+does not depend on the tiling. Features are centred (after a shift by the first stimulus) and
+scaled to unit max-abs before any product, which keeps float32 accurate when activations have
+large means or extreme scales.
 """
 
 from __future__ import annotations
@@ -81,7 +89,15 @@ def _pair(x: Float[Array, "stimuli dx"], y: Float[Array, "stimuli dy"], debiased
     return jnp.where(constant, jnp.nan, jnp.sum(gram_x * gram_y))
 
 
-_PRODUCT_CHUNK = 2**15
+_PRODUCT_CHUNK = 2**16
+
+
+def _chunk(cells: int) -> int:
+    """The largest ``n * r`` <= _PRODUCT_CHUNK with ``r`` dividing ``n`` (``cells = n * n``), so
+    the Grams split into whole chunks without a padded copy."""
+    n = math.isqrt(cells)
+    r = max([r for r in range(1, max(1, _PRODUCT_CHUNK // n) + 1) if n % r == 0], default=1)
+    return n * r
 
 
 @jax.jit
@@ -89,11 +105,10 @@ def _gram_products(a: Float[Array, "rows cells"], b: Float[Array, "cols cells"])
     """``a @ b.T`` over chunks of the (long) cell axis: XLA:CPU runs one product with a
     contraction of millions about 3x slower than a loop of short ones, and summing per-chunk
     partial products is also more accurate in float32."""
-    cells = a.shape[1]
-    chunks = -(-cells // _PRODUCT_CHUNK)
-    pad = chunks * _PRODUCT_CHUNK - cells
-    a = jnp.pad(a, ((0, 0), (0, pad))).reshape(a.shape[0], chunks, _PRODUCT_CHUNK)
-    b = jnp.pad(b, ((0, 0), (0, pad))).reshape(b.shape[0], chunks, _PRODUCT_CHUNK)
+    chunk = _chunk(a.shape[1])
+    chunks = a.shape[1] // chunk
+    a = a.reshape(a.shape[0], chunks, chunk)
+    b = b.reshape(b.shape[0], chunks, chunk)
 
     def step(total, i):
         return total + jnp.matmul(a[:, i], b[:, i].T, precision=_HIGHEST), None
@@ -321,7 +336,7 @@ def _gram_path(models: list, debiased: bool, block: int) -> np.ndarray:
 
     def grams(start: int, stop: int) -> jax.Array:
         if stacked is not None:
-            return _unit_grams(stacked[start:stop], debiased)
+            return _unit_grams(stacked if stop - start == num_models else stacked[start:stop], debiased)
         return jnp.concatenate([_unit_grams(jnp.asarray(m)[None], debiased) for m in models[start:stop]])
 
     result = np.empty((num_models, num_models), np.float64)

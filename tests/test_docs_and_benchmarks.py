@@ -23,6 +23,7 @@ def test_readme_python_quickstart_runs(tmp_path, monkeypatch):
     assert namespace["kappa_per_bin"].shape == (10,)
     assert namespace["ec"].shape == (30, 30)
     assert namespace["contrastive"].shape == (1000,)
+    np.testing.assert_allclose(namespace["bounded"], namespace["similarity"], atol=1e-6)
 
 
 def test_agreement_benchmark_quick_run():
@@ -30,3 +31,10 @@ def test_agreement_benchmark_quick_run():
 
     table = bench_agreement.main(["--quick", "--no-save"])
     assert "40 x 2,000 x 100" in table
+
+
+def test_cka_benchmark_quick_run():
+    from benchmarks import bench_cka
+
+    table = bench_cka.main(["--quick", "--no-save"])
+    assert "8 x 200 x 64" in table
