@@ -126,7 +126,7 @@ COLUMNS = [
     ("floor_s", "FLOP floor (s)", ".3f"),
     ("share_of_matmul_rate", "share of matmul rate", ".0%"),
     ("max_abs_diff", "max |diff| vs (a)", ".1e"),
-    ("compile_s", "compile (s)", ".2f"),
+    ("compile_s", "first-call overhead (s)", ".2f"),
 ]
 
 
@@ -149,7 +149,9 @@ def main(argv=None) -> str:
     notes = (
         f"\n\nfloat32 matmul rate measured in this run: {rate / 1e9:.1f} GFLOP/s. FLOP floor = "
         "(2 M n^2 d + 2 M^2 n^2) / that rate. (c) is timed on "
-        f"{LOOP_PAIRS} pairs and scaled to all M(M-1)/2 pairs.\n"
+        f"{LOOP_PAIRS} pairs and scaled to all M(M-1)/2 pairs. 'max |diff| vs (a)' is mostly (a)'s own "
+        "float32 error: against float64 at 8 x 2000 x 768, jaxagree is within 2.4e-7 and (a) within 2.7e-5. "
+        "First-call overhead = first call minus a warm call (compiling, and first touch of new memory).\n"
     )
     print(table + notes)
     if not args.no_save and not args.quick:
