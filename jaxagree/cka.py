@@ -58,6 +58,9 @@ def _prepare(x: Float[Array, "stimuli dim"]) -> Float[Array, "stimuli dim"]:
     return xc / jnp.where(scale > 0, scale, 1.0)
 
 
+_prepare_one = jax.jit(_prepare)
+
+
 def _unit_gram(x: Float[Array, "stimuli dim"], debiased: bool) -> Float[Array, "stimuli stimuli"]:
     """The centred (or U-centred) Gram of ``x`` scaled to unit Frobenius norm (zero if constant)."""
     xc = _prepare(x)
@@ -115,11 +118,6 @@ def _gram_products(a: Float[Array, "rows cells"], b: Float[Array, "cols cells"])
 
     total, _ = jax.lax.scan(step, jnp.zeros((a.shape[0], b.shape[0]), jnp.float32), jnp.arange(chunks))
     return total
-
-
-@jax.jit
-def _prepare_models(features: Float[Array, "models stimuli dim"]) -> Float[Array, "models stimuli dim"]:
-    return jax.vmap(_prepare)(features)
 
 
 @jax.jit
@@ -360,7 +358,7 @@ def _feature_path(models: list, debiased: bool, block: int) -> np.ndarray:
     ``a_i = |x_i|^2``, ``<K_u, L_u> = |X^T Y|^2 + (sum a)(sum b) / ((n-1)(n-2)) - n/(n-2) sum a_i b_i``.
     """
     n = models[0].shape[0]
-    prepared = [_prepare_models(jnp.asarray(m)[None])[0] for m in models]
+    prepared = [_prepare_one(jnp.asarray(m)) for m in models]
     # Consecutive models whose summed dims fit one block.
     groups, current, width = [], [], 0
     for m, x in enumerate(prepared):
