@@ -270,7 +270,7 @@ def cka_matrix(
     num_stimuli = models[0].shape[0]
     dims = [int(m.shape[1]) for m in models]
     max_bytes = _default_max_bytes() if max_bytes is None else int(max_bytes)
-    path = _choose_path(dims, num_stimuli, max_bytes, method)
+    path = _choose_path(dims, num_stimuli, max_bytes, method, debiased)
     if path.name == "gram":
         result = _gram_path(models, debiased, path.block)
     else:
@@ -297,7 +297,10 @@ class _Path(NamedTuple):
     flops: float
 
 
-def _choose_path(dims: list[int], num_stimuli: int, max_bytes: int, method: str) -> _Path:
+_FEATURE_DEBIASED_MIN_STIMULI = 64
+
+
+def _choose_path(dims: list[int], num_stimuli: int, max_bytes: int, method: str, debiased: bool = False) -> _Path:
     """The cheaper of the Gram and feature-space paths that fits ``max_bytes``.
 
     Gram path: ``2 M n^2 d`` for the Grams (more when blocks of Grams must be recomputed because
@@ -315,7 +318,10 @@ def _choose_path(dims: list[int], num_stimuli: int, max_bytes: int, method: str)
     # A tile holds two blocks of D features ([n, D] each) and two [D, D] cross-products:
     # 4 bytes * (2 n D + 2 D^2) <= max_bytes.
     feature_block = int((-n + math.sqrt(n * n + max_bytes / 2)) / 2)
-    if feature_block >= max(dims) and method in ("auto", "features"):
+    # The debiased estimator from cross-products subtracts terms of similar size; below
+    # _FEATURE_DEBIASED_MIN_STIMULI stimuli that costs float32 digits (and Grams are tiny anyway).
+    accurate = not debiased or n >= _FEATURE_DEBIASED_MIN_STIMULI or method == "features"
+    if feature_block >= max(dims) and method in ("auto", "features") and accurate:
         options.append(_Path("features", feature_block, float(n) * total * total))
     if not options:
         raise ValueError(

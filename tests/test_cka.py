@@ -195,6 +195,8 @@ def test_extreme_feature_scales_neither_underflow_nor_overflow(scale):
     seed=st.integers(0, 2**16),
 )
 def test_feature_path_equals_gram_path_and_reference(debiased, dims, n, budget, seed):
+    if debiased:
+        n += ja.cka._FEATURE_DEBIASED_MIN_STIMULI  # below it, auto keeps debiased CKA on the Gram path
     rng = np.random.default_rng(seed)
     base = rng.normal(size=(n, 4))
     features = [base @ rng.normal(size=(4, d)) + rng.normal(size=(n, d)) + 50 for d in dims]
@@ -218,5 +220,8 @@ def test_path_choice_follows_flops_and_memory():
     assert path.name == "features" and path.block >= 256
     with pytest.raises(ValueError, match="cannot hold two 4000 x 4000 Gram matrices"):
         choose([256] * 200, 4000, 10**6, "gram")
+    # Debiased CKA on few stimuli stays on the (tiny, exact) Gram path.
+    assert choose([16] * 10, 5000, 10**10, "auto", debiased=True).name == "features"
+    assert choose([16] * 10, 40, 10**10, "auto", debiased=True).name == "gram"
     with pytest.raises(ValueError, match="method must be"):
         ja.cka_matrix([np.ones((5, 2)), np.ones((5, 2))], method="fast")
