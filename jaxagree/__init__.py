@@ -7,7 +7,7 @@ from jaxagree.agreement import (
     fleiss_kappa,
     per_stimulus_agreement,
 )
-from jaxagree.cka import cka_matrix, linear_cka
+from jaxagree.cka import CKAAccumulator, cka_matrix, linear_cka
 from jaxagree.counts import AgreementStats, agreement_stats, count_predictions, merge_stats
 from jaxagree.sharding import stimulus_mesh
 
@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AccuracyBins",
     "AgreementStats",
+    "CKAAccumulator",
     "accuracy_bins",
     "agreement_stats",
     "cka_matrix",

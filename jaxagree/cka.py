@@ -66,11 +66,7 @@ def _unit_gram(x: Float[Array, "stimuli dim"], debiased: bool) -> Float[Array, "
     xc = _prepare(x)
     gram = jnp.matmul(xc, xc.T, precision=_HIGHEST)
     if debiased:
-        n = gram.shape[0]
-        gram = gram * (1.0 - jnp.eye(n, dtype=gram.dtype))
-        row = gram.sum(axis=1) / (n - 2)
-        row = row - row.sum() / (2 * (n - 1))
-        gram = (gram - row[:, None] - row[None, :]) * (1.0 - jnp.eye(n, dtype=gram.dtype))
+        gram = _u_centre(gram)
     norm = jnp.sqrt(jnp.sum(gram * gram))
     return jnp.where(norm > 0, gram / jnp.where(norm > 0, norm, 1.0), 0.0)
 
@@ -405,4 +401,128 @@ def gram_bytes(num_stimuli: int) -> int:
     return num_stimuli * num_stimuli * 4
 
 
-__all__ = ["cka_matrix", "gram_bytes", "linear_cka"]
+
+
+class CKAAccumulator:
+    """All-pairs linear CKA over a stimulus set streamed in batches (too many stimuli for
+    ``n x n`` Grams). ``update`` with each batch, ``merge`` accumulators from other devices or
+    processes, ``compute`` at the end.
+
+    Two estimators:
+
+    * ``"exact"``: the biased CKA of all stimuli at once, exactly (up to float32), from
+      feature-space sums ``sum_i z_i z_i^T`` and ``sum_i z_i`` of all models' features side by
+      side. Memory ``4 D^2`` bytes for ``D`` summed dims, so it suits modest dims.
+    * ``"minibatch"``: Nguyen, Raghu & Kornblith (2021): the unbiased HSIC of each batch (U-centred
+      Grams of the batch), averaged over batches, then normalised. Memory ``M^2``; every batch
+      needs at least 4 stimuli and the same size gives the estimate its usual meaning. It is an
+      unbiased estimate of the population CKA, not the CKA of these stimuli: for large batches
+      it approaches debiased ``cka_matrix`` on all stimuli.
+
+    Features are used as given (no rescaling), so keep them float32-friendly.
+    """
+
+    def __init__(self, num_models: int, *, estimator: str = "minibatch"):
+        if estimator not in ("exact", "minibatch"):
+            raise ValueError(f"estimator must be 'exact' or 'minibatch', got {estimator!r}")
+        if num_models < 2:
+            raise ValueError(f"num_models={num_models}; CKA needs at least 2")
+        self.num_models = num_models
+        self.estimator = estimator
+        self.dims: list[int] | None = None
+        self.num_stimuli = 0
+        self.num_batches = 0
+        self._sums = None  # exact: (sum z z^T [D, D], sum z [D]); minibatch: sum of HSIC [M, M]
+
+    def update(self, batch) -> CKAAccumulator:
+        """Add one batch: ``[models, batch, dim]`` or a sequence of ``[batch, dim_m]`` arrays."""
+        models, _ = _check_features(batch, debiased=self.estimator == "minibatch", min_models=2)
+        if len(models) != self.num_models:
+            raise ValueError(f"batch has {len(models)} models but the accumulator was made for {self.num_models}")
+        dims = [int(m.shape[1]) for m in models]
+        if self.dims is None:
+            self.dims = dims
+        elif dims != self.dims:
+            raise ValueError(f"batch dims {dims} differ from the first batch's {self.dims}")
+        features = jnp.concatenate([jnp.asarray(m, jnp.float32) for m in models], axis=1)
+        if self.estimator == "exact":
+            part = _feature_sums(features)
+        else:
+            part = _batch_hsic(jnp.stack([_u_gram(jnp.asarray(m, jnp.float32)) for m in models]))
+        self._add(part)
+        self.num_stimuli += int(models[0].shape[0])
+        self.num_batches += 1
+        return self
+
+    def _add(self, part) -> None:
+        if self._sums is None:
+            self._sums = part
+        else:
+            self._sums = jax.tree.map(jnp.add, self._sums, part)
+
+    def merge(self, other: CKAAccumulator) -> CKAAccumulator:
+        """Add another accumulator's batches (same models, dims and estimator)."""
+        if (other.num_models, other.estimator) != (self.num_models, self.estimator):
+            raise ValueError("merge needs accumulators with the same number of models and estimator")
+        if other._sums is None:
+            return self
+        if self.dims is not None and other.dims != self.dims:
+            raise ValueError(f"dims {other.dims} differ from {self.dims}")
+        self.dims = other.dims
+        self._add(other._sums)
+        self.num_stimuli += other.num_stimuli
+        self.num_batches += other.num_batches
+        return self
+
+    def compute(self) -> Float[Array, "models models"]:
+        """``float32 [models, models]``; NaN rows and columns for models with no variance."""
+        if self._sums is None:
+            raise ValueError("no batches were added")
+        if self.estimator == "exact":
+            outer, total = (np.asarray(x, np.float64) for x in self._sums)
+            n = self.num_stimuli
+            if n < 2:
+                raise ValueError(f"{n} stimuli; CKA needs at least 2")
+            covariance = outer - np.outer(total, total) / n  # X_c^T X_c of all features
+            owner = np.repeat(np.arange(self.num_models), self.dims)
+            member = (owner[:, None] == np.arange(self.num_models)[None, :]).astype(np.float64)
+            inner = member.T @ (covariance * covariance) @ member
+        else:
+            inner = np.asarray(self._sums, np.float64) / self.num_batches
+        scale = np.sqrt(np.clip(np.diag(inner), 0.0, None))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            result = inner / np.outer(scale, scale)
+        result = np.where(np.outer(scale, scale) > 0, (result + result.T) / 2, np.nan)
+        return jnp.asarray(result)
+
+
+@jax.jit
+def _feature_sums(features: Float[Array, "batch dims"]) -> tuple[Float[Array, "dims dims"], Float[Array, " dims"]]:
+    return jnp.matmul(features.T, features, precision=_HIGHEST), features.sum(axis=0)
+
+
+def _u_gram(x: Float[Array, "batch dim"]) -> Float[Array, "batch batch"]:
+    """U-centred Gram of one batch (not normalised)."""
+    xc = _centre(x)
+    return _u_centre(jnp.matmul(xc, xc.T, precision=_HIGHEST))
+
+
+def _u_centre(gram: Float[Array, "n n"]) -> Float[Array, "n n"]:
+    """U-centring (Szekely & Rizzo 2014): zero diagonal, rows and columns summing to zero."""
+    n = gram.shape[0]
+    off = 1.0 - jnp.eye(n, dtype=gram.dtype)
+    gram = gram * off
+    row = gram.sum(axis=1) / (n - 2)
+    row = row - row.sum() / (2 * (n - 1))
+    return (gram - row[:, None] - row[None, :]) * off
+
+
+@jax.jit
+def _batch_hsic(grams: Float[Array, "models batch batch"]) -> Float[Array, "models models"]:
+    """Unbiased HSIC of every pair within one batch: ``<K_u, L_u> / (n (n - 3))``."""
+    n = grams.shape[1]
+    flat = grams.reshape(grams.shape[0], -1)
+    return jnp.matmul(flat, flat.T, precision=_HIGHEST) / (n * (n - 3))
+
+
+__all__ = ["CKAAccumulator", "cka_matrix", "gram_bytes", "linear_cka"]

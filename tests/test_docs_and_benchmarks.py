@@ -24,6 +24,7 @@ def test_readme_python_quickstart_runs(tmp_path, monkeypatch):
     assert namespace["ec"].shape == (30, 30)
     assert namespace["contrastive"].shape == (1000,)
     np.testing.assert_allclose(namespace["bounded"], namespace["similarity"], atol=1e-6)
+    np.testing.assert_allclose(namespace["streamed"], namespace["similarity"], atol=1e-5)
 
 
 def test_agreement_benchmark_quick_run():
