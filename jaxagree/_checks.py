@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import jax
 import numpy as np
 
@@ -31,9 +29,3 @@ def require_positive_int(name: str, value) -> int:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
-
-def describe(index: int, names: Sequence[str] | None, kind: str) -> str:
-    """'model 3' or "model 'resnet50' (row 3)"."""
-    if names is None:
-        return f"{kind} {index}"
-    return f"{kind} {names[index]!r} (index {index})"

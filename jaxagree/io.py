@@ -310,15 +310,11 @@ def _stimulus_labels(stim_code, label_codes, num_stimuli, stimuli, names, path) 
 
 
 def _read_wide(path: Path, categories, num_categories) -> PredictionTable:
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise ValueError(f"{path}: cannot read without pickle ({err}); save plain arrays") from None
+    loaded = _load_plain(path)
     if isinstance(loaded, np.ndarray):
         arrays = {"predictions": loaded}
     else:
-        with loaded:
-            arrays = {key: loaded[key] for key in loaded.files}
+        arrays = loaded
         if "predictions" not in arrays:
             raise ValueError(
                 f"{path}: no 'predictions' array; found {', '.join(arrays) or 'nothing'} "
@@ -422,11 +418,7 @@ def read_features(path: str | os.PathLike) -> FeatureSet:
             raise ValueError(f"{path}: folder has no .npy files (one [stimuli, dim] array per model)")
         arrays = {f.stem: _load_plain(f) for f in files}
     elif path.suffix.lower() == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as loaded:
-                arrays = {key: loaded[key] for key in loaded.files}
-        except ValueError as err:
-            raise ValueError(f"{path}: cannot read without pickle ({err}); save plain arrays") from None
+        arrays = _load_plain(path)
         if not arrays:
             raise ValueError(f"{path}: holds no arrays")
     else:
@@ -439,9 +431,14 @@ def read_features(path: str | os.PathLike) -> FeatureSet:
     return FeatureSet(list(arrays), list(arrays.values()))
 
 
-def _load_plain(path: Path) -> np.ndarray:
+def _load_plain(path: Path) -> np.ndarray | dict[str, np.ndarray]:
+    """An ``.npy`` array, or an ``.npz`` as a dict in file order; never unpickles."""
     try:
-        return np.load(path, allow_pickle=False)
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded:
+            return {key: loaded[key] for key in loaded.files}
     except ValueError as err:
         raise ValueError(f"{path}: cannot read without pickle ({err}); save plain arrays") from None
 
