@@ -268,11 +268,11 @@ def cka_matrix(
     max_bytes = _default_max_bytes() if max_bytes is None else int(max_bytes)
     path = _choose_path(dims, num_stimuli, max_bytes, method, debiased)
     if path.name == "gram":
-        result = _gram_path(models, debiased, path.block)
+        stacked = features if hasattr(features, "ndim") else None  # no second copy of a 3-d input
+        result = _normalise(_gram_path(models, debiased, path.block, stacked))
     else:
-        result = _feature_path(models, debiased, path.block)
-    result = (result + result.T) / 2  # blocks on the diagonal are products whose halves may round apart
-    constant = np.diag(result) == 0
+        result = _normalise(_feature_path(models, debiased, path.block))
+    constant = np.isnan(np.diag(result))
     if constant.any():
         names = ", ".join(labels[m] for m in np.flatnonzero(constant)[:10])
         warnings.warn(
@@ -281,10 +281,25 @@ def cka_matrix(
             RuntimeWarning,
             stacklevel=2,
         )
-        result[constant, :] = np.nan
-        result[:, constant] = np.nan
     np.fill_diagonal(result, np.where(constant, np.nan, 1.0))
     return jnp.asarray(result)
+
+
+def _normalise(inner: np.ndarray) -> np.ndarray:
+    """CKA from HSIC-like inner products: ``inner_ab / sqrt(inner_aa inner_bb)``, symmetrised
+    (diagonal blocks are products whose two halves may round apart), NaN in the row and column
+    of a model with no variance."""
+    scale = np.sqrt(np.clip(np.diag(inner), 0.0, None))
+    outer = np.outer(scale, scale)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        result = inner / outer
+    return np.where(outer > 0, (result + result.T) / 2, np.nan)
+
+
+def _membership(dims: Sequence[int]) -> np.ndarray:
+    """One-hot ``[sum(dims), models]``: which model owns each column of features side by side."""
+    owner = np.repeat(np.arange(len(dims)), dims)
+    return (owner[:, None] == np.arange(len(dims))[None, :]).astype(np.float32)
 
 
 class _Path(NamedTuple):
@@ -328,11 +343,14 @@ def _choose_path(dims: list[int], num_stimuli: int, max_bytes: int, method: str,
     return min(options, key=lambda option: option.flops)
 
 
-def _gram_path(models: list, debiased: bool, block: int) -> np.ndarray:
-    """Products of unit-norm (U-)centred Grams, in blocks of ``block`` models."""
+def _gram_path(models: list, debiased: bool, block: int, stacked=None) -> np.ndarray:
+    """Products of unit-norm (U-)centred Grams, in blocks of ``block`` models. ``stacked``: the
+    models as one ``[models, stimuli, dim]`` array, when the caller has it."""
     num_models = len(models)
-    same_shape = len({tuple(m.shape) for m in models}) == 1
-    stacked = jnp.stack([jnp.asarray(m) for m in models]) if same_shape else None
+    if stacked is None and len({tuple(m.shape) for m in models}) == 1:
+        stacked = jnp.stack([jnp.asarray(m) for m in models])
+    elif stacked is not None:
+        stacked = jnp.asarray(stacked)
 
     def grams(start: int, stop: int) -> jax.Array:
         if stacked is not None:
@@ -373,9 +391,7 @@ def _feature_path(models: list, debiased: bool, block: int) -> np.ndarray:
 
     def side_by_side(group):
         features = jnp.concatenate([prepared[m] for m in group], axis=1)
-        owner = np.repeat(np.arange(len(group)), [prepared[m].shape[1] for m in group])
-        member = jnp.asarray(owner[:, None] == np.arange(len(group))[None, :], jnp.float32)
-        return features, member
+        return features, jnp.asarray(_membership([prepared[m].shape[1] for m in group]))
 
     num_models = len(models)
     inner = np.empty((num_models, num_models), np.float64)
@@ -390,10 +406,7 @@ def _feature_path(models: list, debiased: bool, block: int) -> np.ndarray:
         norms = np.stack([np.asarray(jnp.sum(x * x, axis=1), np.float64) for x in prepared])  # [models, n]
         totals = norms.sum(axis=1)
         inner += np.outer(totals, totals) / ((n - 1) * (n - 2)) - n / (n - 2) * (norms @ norms.T)
-    scale = np.sqrt(np.clip(np.diag(inner), 0.0, None))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        result = inner / np.outer(scale, scale)
-    return np.where(np.outer(scale, scale) > 0, result, 0.0)
+    return inner
 
 
 def gram_bytes(num_stimuli: int) -> int:
@@ -484,16 +497,11 @@ class CKAAccumulator:
             if n < 2:
                 raise ValueError(f"{n} stimuli; CKA needs at least 2")
             covariance = outer - np.outer(total, total) / n  # X_c^T X_c of all features
-            owner = np.repeat(np.arange(self.num_models), self.dims)
-            member = (owner[:, None] == np.arange(self.num_models)[None, :]).astype(np.float64)
+            member = _membership(self.dims).astype(np.float64)
             inner = member.T @ (covariance * covariance) @ member
         else:
             inner = np.asarray(self._sums, np.float64) / self.num_batches
-        scale = np.sqrt(np.clip(np.diag(inner), 0.0, None))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            result = inner / np.outer(scale, scale)
-        result = np.where(np.outer(scale, scale) > 0, (result + result.T) / 2, np.nan)
-        return jnp.asarray(result)
+        return jnp.asarray(_normalise(inner))
 
 
 @jax.jit
@@ -501,6 +509,7 @@ def _feature_sums(features: Float[Array, "batch dims"]) -> tuple[Float[Array, "d
     return jnp.matmul(features.T, features, precision=_HIGHEST), features.sum(axis=0)
 
 
+@jax.jit
 def _u_gram(x: Float[Array, "batch dim"]) -> Float[Array, "batch batch"]:
     """U-centred Gram of one batch (not normalised)."""
     xc = _centre(x)
