@@ -14,7 +14,6 @@ Compile time (first call minus a warm call) is reported apart. Usage:
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -22,9 +21,9 @@ import numpy as np
 import jaxagree as ja
 
 try:
-    from benchmarks.common import block, copy_bandwidth, machine, markdown_table, save, timed
+    from benchmarks.common import block, copy_bandwidth, parse_args, peer_available, publish, timed
 except ImportError:  # run as a script from the benchmarks folder
-    from common import block, copy_bandwidth, machine, markdown_table, save, timed
+    from common import block, copy_bandwidth, parse_args, peer_available, publish, timed
 
 CASES = [(400, 50_000, 1000), (1355, 50_000, 1000)]
 QUICK_CASES = [(40, 2_000, 100)]
@@ -132,34 +131,19 @@ def targets(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one small case (a smoke run)")
-    parser.add_argument("--no-save", action="store_true")
-    args = parser.parse_args(argv)
+    args = parse_args(argv, __doc__.splitlines()[0])
     cases = QUICK_CASES if args.quick else CASES
     bandwidth = copy_bandwidth(64 * 2**20 if args.quick else 512 * 2**20)
-    try:
-        import statsmodels  # noqa: F401
-
-        peer = True
-    except ImportError:
-        peer = False
-        print("statsmodels is not installed (pip install -e '.[bench]'): peer column left empty")
+    peer = peer_available("statsmodels")
     rows = [
         run_case(*case, bandwidth=bandwidth, repeats=2 if args.quick else 7, peer=peer) for case in cases
     ]
-    table = markdown_table(rows, COLUMNS)
     notes = (
         f"\n\nCopy bandwidth measured in this run: {bandwidth / 1e9:.2f} GB/s (read + write). "
         "Memory floor = bytes of int32 predictions / that bandwidth. Times are best of repeats, "
         "compile excluded; 'compile' is first call minus a warm call.\n\n" + targets(rows)
     )
-    print(table + notes)
-    if not args.no_save and not args.quick:
-        path = save("agreement", machine(), rows, table + notes)
-        print(f"wrote {path}")
-    return table
-
+    return publish("agreement", rows, COLUMNS, notes, args)
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,6 @@ Usage: ``python benchmarks/bench_cka.py [--quick] [--no-save]``.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -24,9 +23,9 @@ import numpy as np
 import jaxagree as ja
 
 try:
-    from benchmarks.common import machine, markdown_table, matmul_rate, save, timed
+    from benchmarks.common import matmul_rate, parse_args, peer_available, publish, timed
 except ImportError:  # run as a script from the benchmarks folder
-    from common import machine, markdown_table, matmul_rate, save, timed
+    from common import matmul_rate, parse_args, peer_available, publish, timed
 
 CASES = [(50, 1000, 512), (200, 2000, 768)]
 QUICK_CASES = [(8, 200, 64)]
@@ -131,21 +130,11 @@ COLUMNS = [
 
 
 def main(argv=None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one small case (a smoke run)")
-    parser.add_argument("--no-save", action="store_true")
-    args = parser.parse_args(argv)
-    peers = set()
-    try:
-        import rsatoolbox  # noqa: F401
-
-        peers.add("rsatoolbox")
-    except ImportError:
-        print("rsatoolbox is not installed (pip install -e '.[bench]'): its column is left empty")
+    args = parse_args(argv, __doc__.splitlines()[0])
+    peers = {"rsatoolbox"} if peer_available("rsatoolbox") else set()
     rate = matmul_rate(1024 if args.quick else 2048)
     rows = [run_case(*case, rate=rate, repeats=1 if args.quick else 3, peers=peers)
             for case in (QUICK_CASES if args.quick else CASES)]
-    table = markdown_table(rows, COLUMNS)
     notes = (
         f"\n\nfloat32 matmul rate measured in this run: {rate / 1e9:.1f} GFLOP/s. FLOP floor = "
         "(2 M n^2 d + 2 M^2 n^2) / that rate. (c) is timed on "
@@ -153,11 +142,7 @@ def main(argv=None) -> str:
         "float32 error: against float64 at 8 x 2000 x 768, jaxagree is within 2.4e-7 and (a) within 2.7e-5. "
         "First-call overhead = first call minus a warm call (compiling, and first touch of new memory).\n"
     )
-    print(table + notes)
-    if not args.no_save and not args.quick:
-        print(f"wrote {save('cka', machine(), rows, table + notes)}")
-    return table
-
+    return publish("cka", rows, COLUMNS, notes, args)
 
 if __name__ == "__main__":
     main()

@@ -83,3 +83,32 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str
             cells.append("—" if value is None or (isinstance(value, float) and np.isnan(value)) else format(value, fmt))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def parse_args(argv, description: str):
+    """The options every benchmark takes: --quick (a small smoke run that saves nothing), --no-save."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="one small case (a smoke run)")
+    parser.add_argument("--no-save", action="store_true")
+    return parser.parse_args(argv)
+
+
+def peer_available(module: str) -> bool:
+    """Whether a peer package imports; says so when it does not (its columns stay empty)."""
+    try:
+        __import__(module)
+    except ImportError:
+        print(f"{module} is not installed (pip install -e '.[bench]'): its columns are left empty")
+        return False
+    return True
+
+
+def publish(name: str, rows: list[dict], columns, notes: str, args) -> str:
+    """Print the table and notes; write them with the machine and date unless quick or --no-save."""
+    table = markdown_table(rows, columns)
+    print(table + notes)
+    if not args.no_save and not args.quick:
+        print(f"wrote {save(name, machine(), rows, table + notes)}")
+    return table
