@@ -207,7 +207,8 @@ def _block_table(blocks: _Blocks, i, num_subsets: int, num_categories: int):
 
 
 def _device_local(carry, device_axes):
-    """Inside shard_map a scan carry that accumulates local data differs per device."""
+    """Inside shard_map a scan carry that accumulates local data differs per device (the sums
+    across devices are taken by the shard_map wrapper in :func:`_executable`)."""
     return carry if device_axes is None else jax.lax.pcast(carry, device_axes, to="varying")
 
 
@@ -238,8 +239,6 @@ def _dense_counts(
     invalid, tables = jax.lax.scan(
         step, _device_local(jnp.zeros((), jnp.int32), device_axes), jnp.arange(blocks.num_blocks)
     )
-    if device_axes is not None:
-        invalid = jax.lax.psum(invalid, device_axes)
     counts = tables.reshape(-1, num_subsets, num_categories)[:num_stimuli]
     return jnp.swapaxes(counts, 0, 1), invalid  # [subsets, stimuli, categories]
 
@@ -270,8 +269,6 @@ def _block_stats(
     carry = (jnp.zeros((num_subsets, num_categories), jnp.int32), jnp.zeros((), jnp.int32))
     carry = _device_local(carry, device_axes)
     (totals, invalid), (n, sq) = jax.lax.scan(step, carry, jnp.arange(blocks.num_blocks))
-    if device_axes is not None:
-        totals, invalid = jax.lax.psum((totals, invalid), device_axes)
     n = n.reshape(-1, num_subsets)[:num_stimuli].T
     sq = sq.reshape(-1, num_subsets)[:num_stimuli].T
     return AgreementStats(n, sq, totals), invalid
@@ -322,8 +319,6 @@ def _sparse_stats(
     totals = _model_totals(preds, num_categories)
     totals = totals if rater_model is None else totals[rater_model]
     totals = jnp.zeros((num_subsets, num_categories), jnp.int32).at[rater_subset].add(totals)
-    if device_axes is not None:
-        totals, invalid = jax.lax.psum((totals, invalid), device_axes)
     n = jnp.swapaxes(n, 0, 1).reshape(num_subsets, -1)[:, :num_stimuli]
     sq = jnp.swapaxes(sq, 0, 1).reshape(num_subsets, -1)[:, :num_stimuli]
     return AgreementStats(n, sq, totals), invalid
@@ -376,8 +371,17 @@ def _executable(
             AgreementStats(per_stimulus, per_stimulus, PartitionSpec()) if stats
             else PartitionSpec(None, axes, None)
         )
+        local = partial(kernel, **statics, device_axes=axes)
+
+        def summed(preds, rater_model, rater_subset):
+            # Per-stimulus outputs stay split; totals over stimuli are summed across devices.
+            values, invalid = local(preds, rater_model, rater_subset)
+            if stats:
+                values = values._replace(category_totals=jax.lax.psum(values.category_totals, axes))
+            return values, jax.lax.psum(invalid, axes)
+
         body = jax.shard_map(
-            partial(kernel, **statics, device_axes=axes),
+            summed,
             mesh=mesh,
             in_specs=(per_stimulus, PartitionSpec(), PartitionSpec()),
             out_specs=(values_spec, PartitionSpec()),
