@@ -34,10 +34,13 @@ from typing import NamedTuple, no_type_check
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+from jaxtyping import Array, Float, Int
 
 from jaxagree._checks import is_traced
 from jaxagree._typing import AnyArray
+from jaxagree.sharding import device_local
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -72,62 +75,212 @@ def _unit_gram(x: Float[Array, "stimuli dim"], debiased: bool) -> Float[Array, "
 
 
 @partial(jax.jit, static_argnames="debiased")
-def _unit_grams(
-    features: Float[Array, "models stimuli dim"], debiased: bool
-) -> Float[Array, "models cells"]:
-    # One model at a time (lax.map): XLA:CPU runs a loop of matmuls about 1.5x faster than the
-    # batched matmul that vmap makes (measured at 20 x 2000 x 768).
-    grams = jax.lax.map(partial(_unit_gram, debiased=debiased), features)
-    return grams.reshape(features.shape[0], -1)
-
-
-@partial(jax.jit, static_argnames="debiased")
 def _pair(x: Float[Array, "stimuli dx"], y: Float[Array, "stimuli dy"], debiased: bool) -> Float[Array, ""]:
     gram_x, gram_y = _unit_gram(x, debiased), _unit_gram(y, debiased)
     constant = (jnp.sum(gram_x * gram_x) == 0) | (jnp.sum(gram_y * gram_y) == 0)
     return jnp.where(constant, jnp.nan, jnp.sum(gram_x * gram_y))
 
 
-_PRODUCT_CHUNK = 2**16
+class _Layout(NamedTuple):
+    """How the Gram path covers each ``n x n`` Gram with ``blocks`` row blocks of ``rows`` stimuli.
+
+    Row block ``I`` takes the next ``blocks // 2 + 1`` column blocks cyclically (``I, I+1, ...``):
+    with symmetric Grams every unordered pair of blocks is met once (off-diagonal pairs weighted
+    2, the opposite block of an even count met from both sides with weight 1), so about half of
+    each Gram and of the products is computed. Every row block has the same shape, so the row
+    blocks are a ``scan`` and split evenly over devices (``blocks`` is a multiple of the shards).
+    """
+
+    rows: int  # stimuli per row block
+    blocks: int  # row blocks (padded stimuli: rows * blocks >= n)
+    span: int  # columns per row block: (blocks // 2 + 1) * rows
+
+    @property
+    def step_cells(self) -> int:
+        return self.rows * self.span
+
+    @property
+    def cells(self) -> int:
+        """Gram cells computed per model (about ``n^2 / 2``)."""
+        return self.blocks * self.step_cells
 
 
-def _chunk(cells: int) -> int:
-    """The largest ``n * r`` <= _PRODUCT_CHUNK with ``r`` dividing ``n`` (``cells = n * n``), so
-    the Grams split into whole chunks without a padded copy."""
-    n = math.isqrt(cells)
-    r = max([r for r in range(1, max(1, _PRODUCT_CHUNK // n) + 1) if n % r == 0], default=1)
-    return n * r
+_STEP_CELLS = 2**18  # Gram cells per model per scan step: long enough for efficient products
+_MIN_ROWS = 32  # fewer rows per block make the Gram matmuls inefficient
 
 
-@jax.jit
-def _gram_products(a: Float[Array, "rows cells"], b: Float[Array, "cols cells"]) -> Float[Array, "rows cols"]:
-    """``a @ b.T`` over chunks of the (long) cell axis: XLA:CPU runs one product with a
-    contraction of millions about 3x slower than a loop of short ones, and summing per-chunk
-    partial products is also more accurate in float32."""
-    chunk = _chunk(a.shape[1])
-    chunks = a.shape[1] // chunk
-    a = a.reshape(a.shape[0], chunks, chunk)
-    b = b.reshape(b.shape[0], chunks, chunk)
+def _layout(num_stimuli: int, shards: int = 1) -> _Layout:
+    rows = max(_MIN_ROWS, 2 * _STEP_CELLS // num_stimuli)
+    blocks = -(-num_stimuli // rows)
+    if shards == 1 and blocks % 2 == 0:
+        blocks += 1  # an odd count covers the triangle without a block met twice
+    blocks = -(-blocks // shards) * shards
+    rows = -(-num_stimuli // blocks)
+    return _Layout(rows, blocks, (blocks // 2 + 1) * rows)
 
-    def step(total, i):
-        return total + jnp.matmul(a[:, i], b[:, i].T, precision=_HIGHEST), None
 
-    total, _ = jax.lax.scan(step, jnp.zeros((a.shape[0], b.shape[0]), jnp.float32), jnp.arange(chunks))
+def _column_weights(layout: _Layout) -> np.ndarray:
+    """sqrt of each column's weight in a row block (see :class:`_Layout`)."""
+    offset = np.arange(layout.span) // layout.rows
+    once = (offset == 0) | ((layout.blocks % 2 == 0) & (offset == layout.blocks // 2))
+    return np.where(once, 1.0, math.sqrt(2.0)).astype(np.float32)
+
+
+class _Centring(NamedTuple):
+    first: Float[Array, "models dim"]  # the first stimulus (the shift)
+    mean: Float[Array, "models dim"]  # mean of the shifted features
+    scale: Float[Array, " models"]  # max-abs of the centred features (1 if constant)
+    u_shift: Float[Array, "models stimuli"]  # U-centring: r_i, subtracted from row i and column i
+
+
+def _centring(features: Float[Array, "models stimuli dim"], debiased: bool) -> _Centring:
+    """One pass over every model's features for what :func:`_prepare` would do, without
+    keeping a prepared copy."""
+
+    def one(x):
+        x = x.astype(jnp.float32)
+        shifted = x - x[:1]
+        mean = shifted.mean(axis=0)
+        centred = shifted - mean
+        scale = jnp.abs(centred).max()
+        scale = jnp.where(scale > 0, scale, 1.0)
+        if not debiased:
+            return x[0], mean, scale, jnp.zeros(x.shape[0], jnp.float32)
+        # U-centring of the Gram of centred features, in closed form: with the diagonal zeroed,
+        # row i sums to -|x_i|^2, so the row (and column) offsets need only the norms.
+        n = x.shape[0]
+        row = -jnp.sum((centred / scale) ** 2, axis=1) / (n - 2)
+        return x[0], mean, scale, row - row.sum() / (2 * (n - 1))
+
+    return _Centring(*jax.lax.map(one, features))
+
+
+def _gram_step(
+    x: Float[Array, "stimuli dim"],
+    centring: tuple,
+    start: Int[Array, ""],
+    layout: _Layout,
+    debiased: bool,
+    precision: str,
+) -> Float[Array, " cells"]:
+    """One model's weighted Gram cells of the row block starting at stimulus ``start``."""
+    first, mean, scale, u_shift = centring
+    n = x.shape[0]
+    padded = layout.rows * layout.blocks
+    row_index = start + jnp.arange(layout.rows)
+    col_index = (start + jnp.arange(layout.span)) % padded
+    row_valid, col_valid = row_index < n, col_index < n
+
+    def prepared(index, valid):
+        picked = jnp.take(x, jnp.minimum(index, n - 1), axis=0).astype(jnp.float32)
+        return jnp.where(valid[:, None], ((picked - first) - mean) / scale, 0.0)
+
+    weights = jnp.asarray(_column_weights(layout))
+    rows = prepared(row_index, row_valid)
+    cols = prepared(col_index, col_valid) * weights[:, None]
+    gram = _matmul(rows, cols.T, precision)
+    if debiased:
+        r_rows = jnp.where(row_valid, jnp.take(u_shift, jnp.minimum(row_index, n - 1)), 0.0)
+        r_cols = jnp.where(col_valid, jnp.take(u_shift, jnp.minimum(col_index, n - 1)), 0.0)
+        keep = row_valid[:, None] & col_valid[None, :] & (row_index[:, None] != col_index[None, :])
+        gram = jnp.where(keep, gram - (r_rows[:, None] + r_cols[None, :]) * weights, 0.0)
+    return gram.reshape(-1)
+
+
+def _gram_inner_local(
+    rows: Float[Array, "models_i stimuli dim_i"],
+    cols: Float[Array, "models_j stimuli dim_j"] | None,
+    layout: _Layout,
+    debiased: bool,
+    precision: str,
+    first_block: Int[Array, ""],
+    num_blocks: int,
+    device_axes: tuple[str, ...] | None = None,
+) -> Float[Array, "models_i models_j"]:
+    """Sum over ``num_blocks`` row blocks from ``first_block`` of the weighted Gram-cell products
+    of every model of ``rows`` with every model of ``cols`` (``rows`` itself when None)."""
+    centring_rows = _centring(rows, debiased)
+    centring_cols = centring_rows if cols is None else _centring(cols, debiased)
+
+    def cells(features, centring, start):
+        return jax.lax.map(lambda xc: _gram_step(xc[0], xc[1], start, layout, debiased, precision),
+                           (features, tuple(centring)))
+
+    def step(total, block):
+        start = block * layout.rows
+        a = cells(rows, centring_rows, start)
+        b = a if cols is None else cells(cols, centring_cols, start)
+        return total + _matmul(a, b.T, precision), None
+
+    shape = (rows.shape[0], rows.shape[0] if cols is None else cols.shape[0])
+    blocks = first_block + jnp.arange(num_blocks)
+    total, _ = jax.lax.scan(step, device_local(jnp.zeros(shape, jnp.float32), device_axes), blocks)
     return total
 
 
-@jax.jit
-def _feature_tile(
+@partial(jax.jit, static_argnames=("layout", "debiased", "precision", "mesh"))
+def _gram_inner(rows, cols, layout: _Layout, debiased: bool, precision: str, mesh: Mesh | None):
+    """Unnormalised (U-)centred Gram inner products of a tile of models, split over ``mesh``'s
+    devices by row blocks (each device sums its blocks; one ``psum`` of the ``[M_i, M_j]`` tile)."""
+    if mesh is None:
+        return _gram_inner_local(rows, cols, layout, debiased, precision, jnp.int32(0), layout.blocks)
+    axes = tuple(mesh.axis_names)
+    per_shard = layout.blocks // mesh.devices.size
+
+    def body(*tiles):
+        shard = jax.lax.axis_index(axes)
+        local = _gram_inner_local(*tiles, *([None] if cols is None else []), layout, debiased, precision,
+                                  shard * per_shard, per_shard, axes)
+        return jax.lax.psum(local, axes)
+
+    tiles = (rows,) if cols is None else (rows, cols)
+    return jax.shard_map(body, mesh=mesh, in_specs=(P(),) * len(tiles), out_specs=P())(*tiles)
+
+
+def _feature_tile_local(
     rows: Float[Array, "stimuli dims_i"],
     cols: Float[Array, "stimuli dims_j"],
     member_rows: Float[Array, "dims_i models_i"],
     member_cols: Float[Array, "dims_j models_j"],
+    precision: str,
 ) -> Float[Array, "models_i models_j"]:
     """``|X_a^T X_b|_F^2`` for every model a of ``rows`` and b of ``cols`` (features side by side;
     ``member`` one-hot maps each feature column to its model)."""
-    cross = jnp.matmul(rows.T, cols, precision=_HIGHEST)
+    cross = _matmul(rows.T, cols, precision)
     summed = jnp.matmul(member_rows.T, cross * cross, precision=_HIGHEST)
     return jnp.matmul(summed, member_cols, precision=_HIGHEST)
+
+
+@partial(jax.jit, static_argnames=("precision", "mesh"))
+def _feature_tile(rows, cols, member_rows, member_cols, precision: str, mesh: Mesh | None):
+    """:func:`_feature_tile_local`, with the columns of ``cols`` split over ``mesh``'s devices
+    (each device's share of a model's columns adds its part of ``|X_a^T X_b|^2``; one ``psum``)."""
+    if mesh is None:
+        return _feature_tile_local(rows, cols, member_rows, member_cols, precision)
+    axes = tuple(mesh.axis_names)
+    pad = (-cols.shape[1]) % mesh.devices.size  # zero columns owned by no model add nothing
+    cols = jnp.pad(cols, ((0, 0), (0, pad)))
+    member_cols = jnp.pad(member_cols, ((0, pad), (0, 0)))
+
+    def body(rows, cols, member_rows, member_cols):
+        return jax.lax.psum(_feature_tile_local(rows, cols, member_rows, member_cols, precision), axes)
+
+    return jax.shard_map(
+        body, mesh=mesh, in_specs=(P(), P(None, axes), P(), P(axes, None)), out_specs=P()
+    )(rows, cols, member_rows, member_cols)
+
+
+_PRECISIONS = ("float32", "tensorfloat32", "bfloat16")
+
+
+def _matmul(a: Float[Array, "m k"], b: Float[Array, "k n"], precision: str) -> Float[Array, "m n"]:
+    """``a @ b`` with float32 accumulation: float32 products, TF32 where the device has it
+    (``Precision.HIGH``: TF32 on NVIDIA GPUs, 3 bfloat16 passes on TPU, float32 on CPU), or
+    bfloat16 operands."""
+    if precision == "bfloat16":
+        return jnp.matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
+    level = jax.lax.Precision.HIGH if precision == "tensorfloat32" else _HIGHEST
+    return jnp.matmul(a, b, precision=level)
 
 
 def _default_max_bytes() -> int:
@@ -237,14 +390,16 @@ def cka_matrix(
     debiased: bool = False,
     max_bytes: int | None = None,
     method: str = "auto",
+    mesh: Mesh | None = None,
+    matmul_precision: str = "float32",
 ) -> Float[Array, "models models"]:
     """Linear CKA of every pair of models at once.
 
     Two ways to the same numbers, the cheaper chosen from the shapes (``method="auto"``):
-    ``"gram"`` forms each model's unit-norm (U-)centred Gram once and takes one product of the
-    stacked Grams (``~M n^2 d + M^2 n^2`` FLOPs, ``n^2`` memory per model); ``"features"`` takes
-    the cross-products of all centred features side by side (``~n D^2`` with ``D`` the summed
-    dims), which wins when dims are small against stimuli or Grams do not fit ``max_bytes``.
+    ``"gram"`` streams each model's (U-)centred Gram in row blocks, half of it by symmetry, and
+    adds the products of every pair's blocks (``~M n^2 d + M^2 n^2`` FLOPs; the Grams are never
+    held whole); ``"features"`` takes the cross-products of all centred features side by side
+    (``~n D^2`` with ``D`` the summed dims), which wins when dims are small against stimuli.
 
     Args:
       features: ``[models, stimuli, dim]``, or a sequence of ``[stimuli, dim_m]`` arrays whose
@@ -255,6 +410,14 @@ def cka_matrix(
         of the device's memory). Models are processed in blocks that fit; the result does not
         depend on it.
       method: ``"auto"``, ``"gram"`` or ``"features"``.
+      mesh: optional device mesh (e.g. :func:`jaxagree.stimulus_mesh`); the work is split over
+        all of its devices (the Gram path by row blocks of the Grams, the feature path by feature
+        columns) and the result equals one device's up to float32 rounding. ``max_bytes`` then
+        bounds each device.
+      matmul_precision: ``"float32"`` (default), or for speed on accelerators
+        ``"tensorfloat32"`` (TF32 on NVIDIA GPUs; float32 where the device has no TF32) or
+        ``"bfloat16"`` (bfloat16 operands); products always accumulate in float32. Expect
+        differences from float32 of about 1e-3 (TF32) and 1e-2 (bfloat16) in CKA.
 
     Returns:
       ``float32 [models, models]``, symmetric with unit diagonal. A model whose features are
@@ -262,16 +425,22 @@ def cka_matrix(
     """
     if method not in ("auto", "gram", "features"):
         raise ValueError(f"method must be 'auto', 'gram' or 'features', got {method!r}")
+    if matmul_precision not in _PRECISIONS:
+        raise ValueError(f"matmul_precision must be one of {_PRECISIONS}, got {matmul_precision!r}")
+    if mesh is not None and not isinstance(mesh, Mesh):
+        raise ValueError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     models, labels = _check_features(features, debiased=debiased, min_models=2)
     num_stimuli = models[0].shape[0]
     dims = [int(m.shape[1]) for m in models]
     max_bytes = _default_max_bytes() if max_bytes is None else int(max_bytes)
-    path = _choose_path(dims, num_stimuli, max_bytes, method, debiased)
+    shards = 1 if mesh is None else mesh.devices.size
+    path = _choose_path(dims, num_stimuli, max_bytes, method, debiased, shards)
     if path.name == "gram":
         stacked = features if hasattr(features, "ndim") else None  # no second copy of a 3-d input
-        result = _normalise(_gram_path(models, debiased, path.block, stacked))
+        inner = _gram_path(models, debiased, path.block, stacked, mesh=mesh, precision=matmul_precision)
     else:
-        result = _normalise(_feature_path(models, debiased, path.block))
+        inner = _feature_path(models, debiased, path.block, mesh=mesh, precision=matmul_precision)
+    result = _normalise(inner)
     constant = np.isnan(np.diag(result))
     if constant.any():
         names = ", ".join(labels[m] for m in np.flatnonzero(constant)[:10])
@@ -311,20 +480,30 @@ class _Path(NamedTuple):
 _FEATURE_DEBIASED_MIN_STIMULI = 64
 
 
-def _choose_path(dims: list[int], num_stimuli: int, max_bytes: int, method: str, debiased: bool = False) -> _Path:
+def _gram_model_bytes(num_stimuli: int, dim: int, shards: int = 1) -> int:
+    """Bytes the Gram path holds per model of a tile: its features (a copy when sliced, stacked
+    or padded), its centring, and one scan step's Gram cells."""
+    return 4 * (num_stimuli * dim + num_stimuli + 2 * dim + _layout(num_stimuli, shards).step_cells)
+
+
+def _choose_path(
+    dims: list[int], num_stimuli: int, max_bytes: int, method: str, debiased: bool = False, shards: int = 1
+) -> _Path:
     """The cheaper of the Gram and feature-space paths that fits ``max_bytes``.
 
-    Gram path: ``2 M n^2 d`` for the Grams (more when blocks of Grams must be recomputed because
-    they do not all fit) plus ``2 M^2 n^2`` for their products. Feature path: ``n D^2`` for the
-    cross-products of all features side by side (``D`` = sum of dims), any block size.
+    Gram path: ``2 C d`` per model for the Gram cells (``C ~ n^2 / 2``: half of each Gram, see
+    :class:`_Layout`), recomputed once per tile a model is in when the models do not fit one
+    tile, plus ``2 M^2 C`` for the products. Feature path: ``n D^2`` for the cross-products of all
+    features side by side (``D`` = sum of dims), any block size.
     """
     n, num_models, total = num_stimuli, len(dims), sum(dims)
     options = []
-    gram_block = min(num_models, max_bytes // (2 * gram_bytes(n)))
+    per_model = _gram_model_bytes(n, max(dims), shards)
+    gram_block = num_models if num_models * per_model <= max_bytes else max_bytes // (2 * per_model)
     if gram_block >= 1 and method in ("auto", "gram"):
         blocks = -(-num_models // gram_block)
-        recompute = 1 + (blocks - 1) / 2  # column blocks are rebuilt for each row block above them
-        flops = 2 * n * n * total * recompute + 2 * num_models**2 * n * n
+        cells = _layout(n, shards).cells
+        flops = 2 * cells * max(dims) * num_models * blocks + 2 * num_models**2 * cells
         options.append(_Path("gram", gram_block, flops))
     # A tile holds two blocks of D features ([n, D] each) and two [D, D] cross-products:
     # 4 bytes * (2 n D + 2 D^2) <= max_bytes.
@@ -336,42 +515,46 @@ def _choose_path(dims: list[int], num_stimuli: int, max_bytes: int, method: str,
         options.append(_Path("features", feature_block, float(n) * total * total))
     if not options:
         raise ValueError(
-            f"max_bytes={max_bytes} cannot hold two {n} x {n} Gram matrices ({2 * gram_bytes(n)} bytes)"
+            f"max_bytes={max_bytes} cannot hold the features and Gram row blocks of one model "
+            f"({per_model} bytes at {n} stimuli x {max(dims)} dims)"
             + ("" if method == "gram" else f" nor the cross-products of the widest model ({max(dims)} dims)")
             + "; raise max_bytes or use fewer stimuli"
         )
     return min(options, key=lambda option: option.flops)
 
 
-def _gram_path(models: list, debiased: bool, block: int, stacked=None) -> np.ndarray:
-    """Products of unit-norm (U-)centred Grams, in blocks of ``block`` models. ``stacked``: the
-    models as one ``[models, stimuli, dim]`` array, when the caller has it."""
-    num_models = len(models)
-    if stacked is None and len({tuple(m.shape) for m in models}) == 1:
-        stacked = jnp.stack([jnp.asarray(m) for m in models])
-    elif stacked is not None:
-        stacked = jnp.asarray(stacked)
+def _gram_path(
+    models: list, debiased: bool, block: int, stacked=None, *, mesh: Mesh | None = None, precision: str = "float32"
+) -> np.ndarray:
+    """(U-)centred Gram inner products of every pair, in tiles of ``block`` models. ``stacked``:
+    the models as one ``[models, stimuli, dim]`` array, when the caller has it. Models of a tile
+    whose dims differ are zero-padded to the widest (zero columns leave a Gram unchanged)."""
+    num_models, n = len(models), models[0].shape[0]
+    layout = _layout(n, 1 if mesh is None else mesh.devices.size)
 
-    def grams(start: int, stop: int) -> jax.Array:
+    def tile(start: int, stop: int) -> jax.Array:
         if stacked is not None:
-            return _unit_grams(stacked if stop - start == num_models else stacked[start:stop], debiased)
-        return jnp.concatenate([_unit_grams(jnp.asarray(m)[None], debiased) for m in models[start:stop]])
+            return jnp.asarray(stacked if stop - start == num_models else stacked[start:stop])
+        width = max(m.shape[1] for m in models[start:stop])
+        return jnp.stack([jnp.pad(jnp.asarray(m), ((0, 0), (0, width - m.shape[1]))) for m in models[start:stop]])
 
-    result = np.empty((num_models, num_models), np.float64)
+    inner = np.empty((num_models, num_models), np.float64)
     starts = range(0, num_models, block)
     for i in starts:
-        rows = grams(i, min(i + block, num_models))
+        rows = tile(i, min(i + block, num_models))
         for j in starts:
             if j < i:
                 continue
-            cols = rows if j == i else grams(j, min(j + block, num_models))
-            tile = np.asarray(_gram_products(rows, cols))
-            result[i : i + tile.shape[0], j : j + tile.shape[1]] = tile
-            result[j : j + tile.shape[1], i : i + tile.shape[0]] = tile.T
-    return result
+            cols = None if j == i else tile(j, min(j + block, num_models))
+            part = np.asarray(_gram_inner(rows, cols, layout, debiased, precision, mesh))
+            inner[i : i + part.shape[0], j : j + part.shape[1]] = part
+            inner[j : j + part.shape[1], i : i + part.shape[0]] = part.T
+    return inner
 
 
-def _feature_path(models: list, debiased: bool, block: int) -> np.ndarray:
+def _feature_path(
+    models: list, debiased: bool, block: int, *, mesh: Mesh | None = None, precision: str = "float32"
+) -> np.ndarray:
     """CKA from ``<K_a, K_b> = |X_a^T X_b|_F^2`` of centred features, never forming a Gram.
 
     The debiased estimator follows from the same cross-products: with centred ``X`` and
@@ -399,7 +582,9 @@ def _feature_path(models: list, debiased: bool, block: int) -> np.ndarray:
         row_features, row_member = side_by_side(rows)
         for cols in groups[gi:]:
             col_features, col_member = (row_features, row_member) if cols is rows else side_by_side(cols)
-            tile = np.asarray(_feature_tile(row_features, col_features, row_member, col_member), np.float64)
+            tile = np.asarray(
+                _feature_tile(row_features, col_features, row_member, col_member, precision, mesh), np.float64
+            )
             inner[np.ix_(rows, cols)] = tile
             inner[np.ix_(cols, rows)] = tile.T
     if debiased:

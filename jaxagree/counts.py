@@ -206,12 +206,6 @@ def _block_table(blocks: _Blocks, i, num_subsets: int, num_categories: int):
     return counts.reshape(-1, num_subsets, num_categories), invalid
 
 
-def _device_local(carry, device_axes):
-    """Inside shard_map a scan carry that accumulates local data differs per device (the sums
-    across devices are taken by the shard_map wrapper in :func:`_executable`)."""
-    return carry if device_axes is None else jax.lax.pcast(carry, device_axes, to="varying")
-
-
 _STATIC = ("num_categories", "num_subsets", "block_size", "device_axes")
 
 
@@ -237,7 +231,7 @@ def _dense_counts(
         return invalid + bad, counts.astype(jnp.int32)
 
     invalid, tables = jax.lax.scan(
-        step, _device_local(jnp.zeros((), jnp.int32), device_axes), jnp.arange(blocks.num_blocks)
+        step, device_local(jnp.zeros((), jnp.int32), device_axes), jnp.arange(blocks.num_blocks)
     )
     counts = tables.reshape(-1, num_subsets, num_categories)[:num_stimuli]
     return jnp.swapaxes(counts, 0, 1), invalid  # [subsets, stimuli, categories]
@@ -267,7 +261,7 @@ def _block_stats(
         return (totals + counts.sum(0), invalid + bad), (counts.sum(-1), (counts * counts).sum(-1))
 
     carry = (jnp.zeros((num_subsets, num_categories), jnp.int32), jnp.zeros((), jnp.int32))
-    carry = _device_local(carry, device_axes)
+    carry = device_local(carry, device_axes)
     (totals, invalid), (n, sq) = jax.lax.scan(step, carry, jnp.arange(blocks.num_blocks))
     n = n.reshape(-1, num_subsets)[:num_stimuli].T
     sq = sq.reshape(-1, num_subsets)[:num_stimuli].T
@@ -314,7 +308,7 @@ def _sparse_stats(
         return (table, invalid + bad), (per_subset(answered), per_subset(own_cell))
 
     carry = (jnp.zeros((blocks.table_size,), blocks.table_dtype), jnp.zeros((), jnp.int32))
-    carry = _device_local(carry, device_axes)
+    carry = device_local(carry, device_axes)
     (_, invalid), (n, sq) = jax.lax.scan(step, carry, jnp.arange(blocks.num_blocks))
     totals = _model_totals(preds, num_categories)
     totals = totals if rater_model is None else totals[rater_model]

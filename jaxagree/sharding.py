@@ -17,4 +17,10 @@ def stimulus_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.array(devices), ("stimuli",))
 
 
+def device_local(carry, device_axes: tuple[str, ...] | None):
+    """Mark a ``scan`` carry inside ``shard_map`` as differing per device: it accumulates each
+    device's own share of the data (the sum across devices is taken after the scan)."""
+    return carry if device_axes is None else jax.lax.pcast(carry, device_axes, to="varying")
+
+
 __all__ = ["stimulus_mesh"]

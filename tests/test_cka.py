@@ -118,11 +118,77 @@ def test_tiled_equals_untiled(num_models, per_block, debiased, same_dims, seed):
     """max_bytes is a memory knob only: any block size gives the same matrix."""
     rng = np.random.default_rng(seed)
     n = 12
-    dims = [5] * num_models if same_dims else rng.integers(1, 8, num_models)
+    dims = [5] * num_models if same_dims else [int(d) for d in rng.integers(1, 8, num_models)]
     features = [rng.normal(size=(n, d)) for d in dims]
-    whole = np.asarray(ja.cka_matrix(features, debiased=debiased))
-    tiled = np.asarray(ja.cka_matrix(features, debiased=debiased, max_bytes=2 * per_block * ja.cka.gram_bytes(n)))
+    whole = np.asarray(ja.cka_matrix(features, debiased=debiased, method="gram"))
+    max_bytes = 2 * per_block * ja.cka._gram_model_bytes(n, max(dims))
+    # One tile when all models fit; else row and column tiles of per_block models each.
+    expected_block = num_models if num_models <= 2 * per_block else per_block
+    assert ja.cka._choose_path(dims, n, max_bytes, "gram").block == expected_block
+    tiled = np.asarray(ja.cka_matrix(features, debiased=debiased, method="gram", max_bytes=max_bytes))
     np.testing.assert_allclose(tiled, whole, atol=1e-6)
+
+
+@pytest.fixture
+def small_gram_blocks(monkeypatch):
+    """Row blocks of a few stimuli, so that small inputs exercise the block layout (odd and even
+    block counts, padded stimuli) that real sizes get."""
+    monkeypatch.setattr(ja.cka, "_STEP_CELLS", 1)
+    monkeypatch.setattr(ja.cka, "_MIN_ROWS", 3)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+@pytest.mark.parametrize("n", [4, 5, 12, 37])
+def test_gram_row_blocks_and_sharding_match_the_reference(small_gram_blocks, devices, debiased, n):
+    rng = np.random.default_rng(n)
+    dims = [3, 7, 1, 5, 2]
+    base = rng.normal(size=(n, 4))
+    features = [base @ rng.normal(size=(4, d)) + rng.normal(size=(n, d)) + 30 for d in dims]
+    expected = np.array([[reference_cka(a, b, debiased) for b in features] for a in features])
+    single = np.asarray(ja.cka_matrix(features, debiased=debiased, method="gram"))
+    assert ja.cka._layout(n).blocks > 1
+    np.testing.assert_allclose(single, expected, atol=2e-6)
+    mesh = ja.stimulus_mesh(devices)
+    for method in ("gram", "features"):
+        sharded = np.asarray(ja.cka_matrix(features, debiased=debiased, method=method, mesh=mesh))
+        np.testing.assert_allclose(sharded, single, atol=2e-6)
+    # Model tiles and device shards together.
+    tiled = ja.cka_matrix(features, debiased=debiased, method="gram", mesh=mesh,
+                          max_bytes=2 * 2 * ja.cka._gram_model_bytes(n, max(dims), shards=4))
+    np.testing.assert_allclose(np.asarray(tiled), single, atol=2e-6)
+
+
+def test_layout_covers_each_pair_of_stimuli_once():
+    """Summing the column weights of every (row, column) cell the row blocks visit gives each
+    unordered pair of stimuli weight 2 and each stimulus with itself weight 1."""
+    for n, shards in [(37, 1), (37, 4), (12, 4), (1000, 1), (1000, 2), (5000, 3)]:
+        layout = ja.cka._layout(n, shards)
+        assert layout.blocks % shards == 0 and layout.rows * layout.blocks >= n
+        padded = layout.rows * layout.blocks
+        covered = np.zeros((padded, padded))
+        weights = ja.cka._column_weights(layout) ** 2
+        for block in range(layout.blocks):
+            rows = block * layout.rows + np.arange(layout.rows)
+            cols = (block * layout.rows + np.arange(layout.span)) % padded
+            np.add.at(covered, (rows[:, None], cols[None, :]), weights[None, :])
+        symmetric = covered + covered.T
+        np.testing.assert_allclose(symmetric, 2.0, atol=1e-5)
+        assert layout.cells <= 0.75 * padded**2 or layout.blocks <= 4
+
+
+@pytest.mark.parametrize("precision, atol", [("tensorfloat32", 2e-3), ("bfloat16", 2e-2)])
+@pytest.mark.parametrize("method", ["gram", "features"])
+def test_reduced_matmul_precision_stays_close(precision, atol, method):
+    rng = np.random.default_rng(12)
+    base = rng.normal(size=(200, 8))
+    features = np.stack([np.tanh(base @ rng.normal(size=(8, 32))) + 0.3 * rng.normal(size=(200, 32)) + 4
+                         for _ in range(5)])
+    exact = np.asarray(ja.cka_matrix(features, method=method))
+    fast = np.asarray(ja.cka_matrix(features, method=method, matmul_precision=precision))
+    np.testing.assert_allclose(fast, exact, atol=atol)
+    np.testing.assert_array_equal(np.diag(fast), 1.0)
+    if precision == "bfloat16":
+        assert np.abs(fast - exact).max() > 0  # bfloat16 operands really are used
 
 
 @given(hnp.arrays(np.float32, st.tuples(st.integers(2, 5), st.integers(4, 10), st.integers(1, 4)),
@@ -172,7 +238,9 @@ def test_cka_inside_jit():
         ({"alexnet": np.ones((10, 3)), "vit": np.full((10, 2), np.nan)}, {}, "model 'vit' features contain nan"),
         (np.ones((10, 3)), {}, r"\[models, stimuli, dim\]"),
         ([np.ones((10, 3)), np.ones((10, 0))], {}, "no dimensions"),
-        ([np.ones((10, 3)), np.ones((10, 3))], {"max_bytes": 100}, "cannot hold two 10 x 10 Gram matrices"),
+        ([np.ones((10, 3)), np.ones((10, 3))], {"max_bytes": 100}, "cannot hold the features and Gram row blocks of one model"),
+        ([np.ones((10, 3)), np.ones((10, 3))], {"matmul_precision": "fp8"}, "matmul_precision must be one of"),
+        ([np.ones((10, 3)), np.ones((10, 3))], {"mesh": "gpu"}, "mesh must be a jax.sharding.Mesh"),
     ],
 )
 def test_bad_input_names_the_culprit(features, kwargs, match):
@@ -215,10 +283,11 @@ def test_path_choice_follows_flops_and_memory():
     # Few dims against many stimuli: features; many dims against few stimuli: Grams.
     assert choose([16] * 10, 5000, 10**10, "auto").name == "features"
     assert choose([2048] * 10, 500, 10**10, "auto").name == "gram"
-    # Grams that do not fit force the feature path; then a block holds several models.
+    # The issue's memory case: Grams are streamed, so they fit in tiles of models.
     path = choose([256] * 200, 4000, 10**9, "auto")
-    assert path.name == "features" and path.block >= 256
-    with pytest.raises(ValueError, match="cannot hold two 4000 x 4000 Gram matrices"):
+    assert path.name == "gram" and 1 < path.block < 200
+    assert choose([256] * 200, 4000, 10**10, "auto").block == 200
+    with pytest.raises(ValueError, match="cannot hold the features and Gram row blocks of one model"):
         choose([256] * 200, 4000, 10**6, "gram")
     # Debiased CKA on few stimuli stays on the (tiny, exact) Gram path.
     assert choose([16] * 10, 5000, 10**10, "auto", debiased=True).name == "features"
