@@ -8,15 +8,25 @@ For each case (models x stimuli x dims):
 * (b) rsatoolbox ``compare(..., method='cosine_cov')`` on RDMs of the same models;
 * (c) a per-pair loop in the style of Kornblith et al.'s reference code (timed on a sample of
   pairs and scaled to all pairs; marked as such);
-* the FLOP floor: FLOPs the Gram path needs (``M n^2 d`` for the Grams, ``M^2 n^2`` for the
-  products) over the float32 matmul rate measured in this run.
+* the FLOP floor: FLOPs the path jaxagree chose needs (for the Gram path about half of the
+  ``2 M n^2 d + 2 M^2 n^2`` of full Grams, by symmetry) over the float32 matmul rate measured in
+  this run; also the full-Gram FLOPs over that rate, the floor of any method that forms whole
+  Grams (peers (a) and (b)).
+
+Then a scaling table over models (10 to 500 at 2,000 stimuli x 768 dims): time and peak resident
+memory, each size in its own process so that peaks do not mix.
 
 Usage: ``python benchmarks/bench_cka.py [--quick] [--no-save]``.
 """
 
 from __future__ import annotations
 
+import json
+import resource
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -29,6 +39,9 @@ except ImportError:  # run as a script from the benchmarks folder
 
 CASES = [(50, 1000, 512), (200, 2000, 768)]
 QUICK_CASES = [(8, 200, 64)]
+SCALING_MODELS = [10, 20, 50, 100, 200, 500]
+SCALING_SHAPE = (2000, 768)  # stimuli, dims
+QUICK_SCALING_MODELS, QUICK_SCALING_SHAPE = [4, 8], (100, 32)
 LOOP_PAIRS = 20  # pairs timed for the per-pair loop
 
 
@@ -101,8 +114,10 @@ def run_case(num_models, num_stimuli, dim, *, rate, repeats, peers):
     expected = numpy_stacked_gram(host)
     row["numpy_s"] = time.perf_counter() - start
     row["max_abs_diff"] = float(np.abs(result - expected).max())
-    flops = num_models * num_stimuli**2 * dim * 2 + num_models**2 * num_stimuli**2 * 2
-    row["floor_s"] = flops / rate
+    path = chosen_path(num_models, num_stimuli, dim)
+    row["path"] = path.name
+    row["floor_s"] = path.flops / rate
+    row["full_gram_floor_s"] = (num_models * num_stimuli**2 * dim * 2 + num_models**2 * num_stimuli**2 * 2) / rate
     row["share_of_matmul_rate"] = row["floor_s"] / row["jaxagree_s"]
     row["x_numpy"] = row["numpy_s"] / row["jaxagree_s"]
     if "rsatoolbox" in peers:
@@ -111,6 +126,56 @@ def run_case(num_models, num_stimuli, dim, *, rate, repeats, peers):
     row["loop_s"] = per_pair_seconds(host)
     row["x_loop"] = row["loop_s"] / row["jaxagree_s"]
     return row
+
+
+def chosen_path(num_models: int, num_stimuli: int, dim: int):
+    """The path ``cka_matrix`` takes for these shapes by default, with its FLOPs."""
+    return ja.cka._choose_path([dim] * num_models, num_stimuli, ja.cka._default_max_bytes(), "auto")
+
+
+def scaling_case(num_models: int, num_stimuli: int, dim: int, repeats: int) -> dict:
+    """One row of the scaling table, measured in this process (run it in a fresh one)."""
+    import jax.numpy as jnp
+
+    features = jnp.asarray(make_features(num_models, num_stimuli, dim))
+    first, best = timed(lambda: ja.cka_matrix(features), repeats=repeats)
+    path = chosen_path(num_models, num_stimuli, dim)
+    return {
+        "models": num_models,
+        "path": path.name,
+        "seconds": best,
+        "compile_s": max(first - best, 0.0),
+        "gflops": path.flops / best / 1e9,
+        "features_gb": features.nbytes / 1e9,
+        # ru_maxrss is in KiB on Linux: the whole process, features, Python and XLA included.
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+    }
+
+
+def scaling_rows(models: list[int], shape: tuple[int, int], repeats: int, rate: float) -> list[dict]:
+    rows = []
+    root = Path(__file__).resolve().parents[1]
+    for num_models in models:
+        command = [sys.executable, "-m", "benchmarks.bench_cka", "--scaling-case",
+                   str(num_models), str(shape[0]), str(shape[1]), str(repeats)]
+        done = subprocess.run(command, cwd=root, capture_output=True, text=True, check=True)
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        row["share_of_matmul_rate"] = row["gflops"] * 1e9 / rate
+        rows.append(row)
+        print(f"  {num_models} models: {row['seconds']:.3f} s, peak RSS {row['peak_rss_gb']:.2f} GB", flush=True)
+    return rows
+
+
+SCALING_COLUMNS = [
+    ("models", "models", "d"),
+    ("path", "path", "s"),
+    ("seconds", "time (s)", ".3f"),
+    ("gflops", "GFLOP/s of the path", ".0f"),
+    ("share_of_matmul_rate", "share of matmul rate", ".0%"),
+    ("features_gb", "features (GB)", ".2f"),
+    ("peak_rss_gb", "peak RSS (GB)", ".2f"),
+    ("compile_s", "first-call overhead (s)", ".2f"),
+]
 
 
 COLUMNS = [
@@ -122,7 +187,9 @@ COLUMNS = [
     ("x_rsatoolbox", "vs (b)", ".1f"),
     ("loop_s", "(c) per-pair loop, scaled (s)", ".1f"),
     ("x_loop", "vs (c)", ".0f"),
-    ("floor_s", "FLOP floor (s)", ".3f"),
+    ("path", "path", "s"),
+    ("floor_s", "FLOP floor of the path (s)", ".3f"),
+    ("full_gram_floor_s", "full-Gram FLOP floor (s)", ".3f"),
     ("share_of_matmul_rate", "share of matmul rate", ".0%"),
     ("max_abs_diff", "max |diff| vs (a)", ".1e"),
     ("compile_s", "first-call overhead (s)", ".2f"),
@@ -136,13 +203,28 @@ def main(argv=None) -> str:
     rows = [run_case(*case, rate=rate, repeats=1 if args.quick else 3, peers=peers)
             for case in (QUICK_CASES if args.quick else CASES)]
     notes = (
-        f"\n\nfloat32 matmul rate measured in this run: {rate / 1e9:.1f} GFLOP/s. FLOP floor = "
-        "(2 M n^2 d + 2 M^2 n^2) / that rate. (c) is timed on "
+        f"\n\nfloat32 matmul rate measured in this run: {rate / 1e9:.1f} GFLOP/s. FLOP floor of the path = "
+        "the FLOPs of the path jaxagree chose (Gram path: half of each Gram and of the products, by "
+        "symmetry) / that rate; full-Gram FLOP floor = (2 M n^2 d + 2 M^2 n^2) / that rate, the least "
+        "time for any method that forms whole Grams. (c) is timed on "
         f"{LOOP_PAIRS} pairs and scaled to all M(M-1)/2 pairs. 'max |diff| vs (a)' is mostly (a)'s own "
         "float32 error: against float64 at 8 x 2000 x 768, jaxagree is within 2.4e-7 and (a) within 2.7e-5. "
         "First-call overhead = first call minus a warm call (compiling, and first touch of new memory).\n"
     )
-    return publish("cka", rows, COLUMNS, notes, args)
+    table = publish("cka", rows, COLUMNS, notes, args)
+    models, shape = (QUICK_SCALING_MODELS, QUICK_SCALING_SHAPE) if args.quick else (SCALING_MODELS, SCALING_SHAPE)
+    print(f"\nscaling over models at {shape[0]:,} stimuli x {shape[1]} dims:")
+    scaling = scaling_rows(models, shape, 1 if args.quick else 3, rate)
+    notes = (
+        f"\n\n{shape[0]:,} stimuli x {shape[1]} dims, biased CKA, default max_bytes; each size in a fresh "
+        f"process. float32 matmul rate in the parent process: {rate / 1e9:.1f} GFLOP/s. Peak RSS is the "
+        "whole process (features, Python and XLA included).\n"
+    )
+    return table + "\n" + publish("cka-scaling", scaling, SCALING_COLUMNS, notes, args)
+
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--scaling-case"]:
+        print(json.dumps(scaling_case(*(int(a) for a in sys.argv[2:6]))))
+    else:
+        main()

@@ -29,6 +29,7 @@ from jaxtyping import Array, Bool, Int
 
 from jaxagree._checks import is_traced, require_integer, require_ndim, require_positive_int
 from jaxagree._typing import AnyArray
+from jaxagree.sharding import device_local
 
 # Elements of one block's count table; 2**19 int16 cells (1 MiB) stay in a CPU's L2 cache.
 _BLOCK_CELLS = 2**19

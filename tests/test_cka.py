@@ -303,16 +303,34 @@ def _batches(features, size):
     return [[f[start : start + size] for f in features] for start in range(0, features[0].shape[0], size)]
 
 
-def test_exact_accumulator_equals_biased_cka_of_all_stimuli():
-    rng = np.random.default_rng(9)
-    base = rng.normal(size=(150, 5))
-    features = [base @ rng.normal(size=(5, d)) + rng.normal(size=(150, d)) + 3 for d in (4, 7, 7, 2)]
-    accumulator = ja.CKAAccumulator(4, estimator="exact")
-    for batch in _batches(features, 32):  # the last batch is short
-        accumulator.update(batch)
-    assert accumulator.num_stimuli == 150 and accumulator.num_batches == 5
-    expected = np.array([[reference_cka(a, b) for b in features] for a in features])
-    np.testing.assert_allclose(np.asarray(accumulator.compute()), expected, atol=2e-5)
+@pytest.mark.parametrize("debiased", [False, True])
+@given(
+    dims=st.lists(st.integers(1, 7), min_size=2, max_size=5),
+    sizes=st.lists(st.integers(1, 40), min_size=1, max_size=6),
+    offset=st.sampled_from([0.0, 3.0, 1e3]),
+    split=st.integers(0, 6),
+    seed=st.integers(0, 2**16),
+)
+def test_exact_accumulators_equal_cka_of_all_stimuli(debiased, dims, sizes, offset, split, seed):
+    """Any batch sizes (1 stimulus too), large means, and merging at any point give the CKA of
+    all stimuli at once."""
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    if n < ja.cka._FEATURE_DEBIASED_MIN_STIMULI:
+        sizes = sizes + [ja.cka._FEATURE_DEBIASED_MIN_STIMULI - n]
+        n = sum(sizes)
+    base = rng.normal(size=(n, 3))
+    features = [(base @ rng.normal(size=(3, d)) + rng.normal(size=(n, d)) + offset).astype(np.float32) for d in dims]
+    estimator = "exact-debiased" if debiased else "exact"
+    parts = [ja.CKAAccumulator(len(dims), estimator=estimator) for _ in range(2)]
+    start = 0
+    for b, size in enumerate(sizes):
+        parts[b >= split].update([f[start : start + size] for f in features])
+        start += size
+    merged = parts[0].merge(parts[1])
+    assert merged.num_stimuli == n and merged.num_batches == len(sizes)
+    expected = np.array([[reference_cka(a, b, debiased) for b in features] for a in features])
+    np.testing.assert_allclose(np.asarray(merged.compute()), expected, atol=5e-5)
 
 
 def _minibatch_reference(features, size):
@@ -358,8 +376,13 @@ def test_minibatch_estimate_approaches_debiased_cka_with_large_batches():
 
 
 def test_accumulator_bad_input():
-    with pytest.raises(ValueError, match="estimator must be"):
+    with pytest.raises(ValueError, match="estimator must be one of"):
         ja.CKAAccumulator(3, estimator="fast")
+    exact = ja.CKAAccumulator(2, estimator="exact-debiased").update([np.ones((3, 2)), np.eye(3, 2)])
+    with pytest.raises(ValueError, match="3 stimuli; exact-debiased CKA needs at least 4"):
+        exact.compute()
+    with pytest.raises(ValueError, match="same number of models and estimator"):
+        exact.merge(ja.CKAAccumulator(2, estimator="exact"))
     with pytest.raises(ValueError, match="at least 2"):
         ja.CKAAccumulator(1)
     accumulator = ja.CKAAccumulator(2)
