@@ -133,6 +133,18 @@ def chosen_path(num_models: int, num_stimuli: int, dim: int):
     return ja.cka._choose_path([dim] * num_models, num_stimuli, ja.cka._default_max_bytes(), "auto")
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory: features, Python and XLA included. VmHWM, not
+    ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
 def scaling_case(num_models: int, num_stimuli: int, dim: int, repeats: int) -> dict:
     """One row of the scaling table, measured in this process (run it in a fresh one)."""
     import jax.numpy as jnp
@@ -147,8 +159,7 @@ def scaling_case(num_models: int, num_stimuli: int, dim: int, repeats: int) -> d
         "compile_s": max(first - best, 0.0),
         "gflops": path.flops / best / 1e9,
         "features_gb": features.nbytes / 1e9,
-        # ru_maxrss is in KiB on Linux: the whole process, features, Python and XLA included.
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+        "peak_rss_gb": peak_rss_bytes() / 1e9,
     }
 
 
@@ -158,7 +169,7 @@ def scaling_rows(models: list[int], shape: tuple[int, int], repeats: int, rate: 
     for num_models in models:
         command = [sys.executable, "-m", "benchmarks.bench_cka", "--scaling-case",
                    str(num_models), str(shape[0]), str(shape[1]), str(repeats)]
-        done = subprocess.run(command, cwd=root, capture_output=True, text=True, check=True)
+        done = subprocess.run(command, cwd=root, capture_output=True, text=True, check=True, timeout=1800)
         row = json.loads(done.stdout.strip().splitlines()[-1])
         row["share_of_matmul_rate"] = row["gflops"] * 1e9 / rate
         rows.append(row)

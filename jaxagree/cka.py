@@ -292,9 +292,35 @@ def _default_max_bytes() -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
 
 
+class _ModelSlices(Sequence):
+    """The models of a ``[models, stimuli, dim]`` array, sliced only when one is used (slicing a
+    device array copies it)."""
+
+    def __init__(self, stacked):
+        self.stacked = stacked
+        self.shape = (stacked.shape[1], stacked.shape[2])
+
+    def __len__(self) -> int:
+        return self.stacked.shape[0]
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self.stacked[i] for i in range(len(self))[index]]
+        return self.stacked[range(len(self))[index]]  # range raises IndexError; jax would clamp
+
+    def __iter__(self):
+        return (self.stacked[i] for i in range(len(self)))
+
+
+def _shapes(models) -> list[tuple[int, int]]:
+    if isinstance(models, _ModelSlices):
+        return [models.shape] * len(models)
+    return [tuple(m.shape) for m in models]
+
+
 def _check_features(
     features, *, debiased: bool, min_models: int, min_stimuli: int | None = None
-) -> tuple[list, list[str]]:
+) -> tuple[Sequence, list[str]]:
     """Validate; return (per-model [stimuli, dim] arrays, how to name each model in messages)."""
     if isinstance(features, Mapping):
         labels = [f"model {name!r}" for name in features]
@@ -305,7 +331,7 @@ def _check_features(
                 f"features must have shape [models, stimuli, dim] or be a sequence of [stimuli, dim] "
                 f"arrays, got shape {tuple(features.shape)}"
             )
-        models = [features[m] for m in range(features.shape[0])]
+        models = _ModelSlices(features)
         labels = [f"model {m}" for m in range(len(models))]
     elif isinstance(features, Sequence) and not isinstance(features, (str, bytes)):
         models = [f if hasattr(f, "ndim") else np.asarray(f) for f in features]
@@ -316,13 +342,28 @@ def _check_features(
         )
     if len(models) < min_models:
         raise ValueError(f"features has {len(models)} model(s); CKA needs at least {min_models}")
-    for x, label in zip(models, labels):
-        if x.ndim != 2:
-            raise ValueError(f"{label} features must have shape [stimuli, dim], got shape {tuple(x.shape)}")
-    check_same_stimuli([x.shape[0] for x in models], labels)
+    if not isinstance(models, _ModelSlices):
+        for x, label in zip(models, labels):
+            if x.ndim != 2:
+                raise ValueError(f"{label} features must have shape [stimuli, dim], got shape {tuple(x.shape)}")
+    check_same_stimuli([shape[0] for shape in _shapes(models)], labels)
+    if isinstance(models, _ModelSlices):
+        # One check of the whole array; only when it fails, one model at a time to name it.
+        _check_one(features[0], labels[0], debiased=debiased, min_stimuli=min_stimuli, values=False)
+        if _all_valid(features):
+            return models, labels
     for x, label in zip(models, labels):
         _check_one(x, label, debiased=debiased, min_stimuli=min_stimuli)
     return models, labels
+
+
+def _all_valid(x) -> bool:
+    """Whether every value is finite (and in float32's range); True for integers."""
+    if not jnp.issubdtype(x.dtype, jnp.floating) or is_traced(x):
+        return True
+    if isinstance(x, np.ndarray):
+        return bool(np.isfinite(x).all() and (x.dtype.itemsize <= 4 or np.abs(x).max() <= np.finfo(np.float32).max))
+    return bool(jnp.isfinite(x).all())
 
 
 def check_same_stimuli(counts: Sequence[int], labels: Sequence[str]) -> None:
@@ -335,7 +376,8 @@ def check_same_stimuli(counts: Sequence[int], labels: Sequence[str]) -> None:
             )
 
 
-def _check_one(x, name: str, *, debiased: bool, min_stimuli: int | None = None) -> None:
+def _check_one(x, name: str, *, debiased: bool, min_stimuli: int | None = None, values: bool = True) -> None:
+    """Dtype, sizes, and (with ``values``) finite float32 values, naming the first bad one."""
     if not jnp.issubdtype(x.dtype, jnp.floating) and not jnp.issubdtype(x.dtype, jnp.integer):
         raise ValueError(f"{name} features must be numeric, got dtype {x.dtype}")
     least = (4 if debiased else 2) if min_stimuli is None else min_stimuli
@@ -345,20 +387,16 @@ def _check_one(x, name: str, *, debiased: bool, min_stimuli: int | None = None) 
         )
     if x.shape[1] < 1:
         raise ValueError(f"{name} features have no dimensions (shape {tuple(x.shape)})")
-    if not is_traced(x) and jnp.issubdtype(x.dtype, jnp.floating):
-        if isinstance(x, np.ndarray):
-            # float64 beyond float32's range would become Inf on the device.
-            bad = ~np.isfinite(x) | (np.abs(x) > np.finfo(np.float32).max)
-        elif bool(jnp.isfinite(x).all()):
-            return
-        else:
-            bad = ~np.isfinite(np.asarray(x))
-        if bad.any():
-            where = np.argwhere(bad)[0]
-            raise ValueError(
-                f"{name} features contain {x[where[0], where[1]]} at stimulus {where[0]}, dimension {where[1]}"
-                " (features must be finite float32 values)"
-            )
+    if not values or _all_valid(x):
+        return
+    host = np.asarray(x)
+    # float64 beyond float32's range would become Inf on the device.
+    bad = ~np.isfinite(host) | (np.abs(host) > np.finfo(np.float32).max)
+    where = np.argwhere(bad)[0]
+    raise ValueError(
+        f"{name} features contain {host[where[0], where[1]]} at stimulus {where[0]}, dimension {where[1]}"
+        " (features must be finite float32 values)"
+    )
 
 
 @no_type_check  # validates its input itself, with ValueErrors that name the culprit
@@ -433,8 +471,8 @@ def cka_matrix(
     if mesh is not None and not isinstance(mesh, Mesh):
         raise ValueError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     models, labels = _check_features(features, debiased=debiased, min_models=2)
-    num_stimuli = models[0].shape[0]
-    dims = [int(m.shape[1]) for m in models]
+    num_stimuli = _shapes(models)[0][0]
+    dims = [int(shape[1]) for shape in _shapes(models)]
     max_bytes = _default_max_bytes() if max_bytes is None else int(max_bytes)
     shards = 1 if mesh is None else mesh.devices.size
     path = _choose_path(dims, num_stimuli, max_bytes, method, debiased, shards)
@@ -527,12 +565,12 @@ def _choose_path(
 
 
 def _gram_path(
-    models: list, debiased: bool, block: int, stacked=None, *, mesh: Mesh | None = None, precision: str = "float32"
+    models: Sequence, debiased: bool, block: int, stacked=None, *, mesh: Mesh | None = None, precision: str = "float32"
 ) -> np.ndarray:
     """(U-)centred Gram inner products of every pair, in tiles of ``block`` models. ``stacked``:
     the models as one ``[models, stimuli, dim]`` array, when the caller has it. Models of a tile
     whose dims differ are zero-padded to the widest (zero columns leave a Gram unchanged)."""
-    num_models, n = len(models), models[0].shape[0]
+    num_models, n = len(models), _shapes(models)[0][0]
     layout = _layout(n, 1 if mesh is None else mesh.devices.size)
 
     def tile(start: int, stop: int) -> jax.Array:
@@ -556,7 +594,7 @@ def _gram_path(
 
 
 def _feature_path(
-    models: list, debiased: bool, block: int, *, mesh: Mesh | None = None, precision: str = "float32"
+    models: Sequence, debiased: bool, block: int, *, mesh: Mesh | None = None, precision: str = "float32"
 ) -> np.ndarray:
     """CKA from ``<K_a, K_b> = |X_a^T X_b|_F^2`` of centred features, never forming a Gram.
 

@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cka.add_argument("--families", type=Path, metavar="FILE", help="CSV with columns model, family: group the heatmap")
     cka.add_argument("--max-bytes", type=float, help="bound on Gram blocks held at once (default: 1/4 of memory)")
+    cka.add_argument(
+        "--matmul-precision", choices=("float32", "tensorfloat32", "bfloat16"), default="float32",
+        help="products in float32 (default), TF32 (GPUs) or bfloat16 operands; always float32 accumulation",
+    )
 
     demo = commands.add_parser("demo", help="the whole analysis offline on a generated example")
     demo.add_argument("--out", type=Path, default=Path("demo-output"), metavar="DIR")
@@ -109,7 +113,13 @@ def _run_cka(args) -> int:
         indices = read_indices(args.stimuli, arrays[0].shape[0])
         arrays = [a[indices] for a in arrays]
     max_bytes = None if args.max_bytes is None else int(args.max_bytes)
-    matrix = cka_matrix(dict(zip(features.models, arrays)), debiased=args.debiased, max_bytes=max_bytes)
+    import jax
+
+    from jaxagree.sharding import stimulus_mesh
+
+    mesh = stimulus_mesh() if len(jax.devices()) > 1 else None  # every device takes a share
+    matrix = cka_matrix(dict(zip(features.models, arrays)), debiased=args.debiased, max_bytes=max_bytes,
+                        mesh=mesh, matmul_precision=args.matmul_precision)
     title = "debiased linear CKA" if args.debiased else "linear CKA"
     written = write_cka_report(matrix, features.models, args.out, families=families, title=title)
     print(

@@ -97,6 +97,14 @@ def test_matrix_matches_pairwise_reference_symmetric_unit_diagonal(debiased):
     np.testing.assert_array_equal(np.diag(got), 1.0)
 
 
+@pytest.mark.parametrize("method", ["gram", "features"])
+def test_device_array_input_equals_numpy_input(method):
+    """A [models, stimuli, dim] jax array is sliced per model lazily, never past its end."""
+    features = np.random.default_rng(5).normal(size=(4, 30, 6)).astype(np.float32)
+    expected = np.asarray(ja.cka_matrix(features, method=method))
+    np.testing.assert_array_equal(np.asarray(ja.cka_matrix(jax.numpy.asarray(features), method=method)), expected)
+
+
 def test_list_input_with_differing_dims():
     rng = np.random.default_rng(5)
     base = rng.normal(size=(40, 6))

@@ -338,6 +338,17 @@ def test_cli_cka_debiased(tmp_path, capsys):
     assert np.abs(debiased - biased).max() > 1e-3  # the flag changed the estimator
 
 
+def test_cli_cka_matmul_precision(tmp_path, capsys):
+    code, _, err = _run_cka(capsys, _npz(tmp_path / "f.npz"), "--out", tmp_path / "bf16", "--matmul-precision", "bfloat16")
+    assert code == 0, err
+    _, _, values = _read_cka_csv(tmp_path / "bf16" / "cka.csv")
+    exact = np.asarray(ja.cka_matrix(list(FEATURES.values())))
+    assert 0 < np.abs(values - exact).max() < 2e-2
+    with pytest.raises(SystemExit) as raised:
+        _run_cka(capsys, _npz(tmp_path / "f.npz"), "--out", tmp_path / "x", "--matmul-precision", "fp8")
+    assert raised.value.code == 2 and "invalid choice: 'fp8'" in capsys.readouterr().err
+
+
 def test_cli_cka_folder_of_npy(tmp_path, capsys):
     code, _, err = _run_cka(capsys, _folder(tmp_path / "feats"), "--out", tmp_path / "out")
     assert code == 0, err

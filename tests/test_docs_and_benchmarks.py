@@ -25,6 +25,7 @@ def test_readme_python_quickstart_runs(tmp_path, monkeypatch):
     assert namespace["contrastive"].shape == (1000,)
     np.testing.assert_allclose(namespace["bounded"], namespace["similarity"], atol=1e-6)
     np.testing.assert_allclose(namespace["streamed"], namespace["similarity"], atol=1e-5)
+    np.testing.assert_allclose(namespace["sharded"], namespace["similarity"], atol=1e-6)
 
 
 def test_agreement_benchmark_quick_run():
@@ -39,3 +40,11 @@ def test_cka_benchmark_quick_run():
 
     table = bench_cka.main(["--quick", "--no-save"])
     assert "8 x 200 x 64" in table
+    assert "| 8 | gram |" in table  # the scaling table, each size measured in its own process
+
+
+def test_device_benchmark_quick_run():
+    from benchmarks import device_cka
+
+    text = device_cka.main(["--quick"])
+    assert "6 x 64 x 16 | bfloat16" in text
