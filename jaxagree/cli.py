@@ -68,6 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="products in float32 (default), TF32 (GPUs) or bfloat16 operands; always float32 accumulation",
     )
 
+    extract = commands.add_parser(
+        "extract",
+        help="predictions and features of every model of a zoo on a stimulus set (cached, resumable)",
+        description="SOURCE: npz:PATH (or a .npz/.npy path) holding images uint8 [stimuli, height, width, 3], "
+        "optionally labels int [stimuli] and ids [stimuli].",
+    )
+    extract.add_argument("--zoo", type=Path, required=True, metavar="ZOO", help="zoo.toml inventory")
+    extract.add_argument("--stimuli", required=True, metavar="SOURCE")
+    extract.add_argument("--out", type=Path, required=True, metavar="DIR")
+    extract.add_argument("--batch-size", type=_positive_int, default=128, help="images per step over all devices")
+    extract.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     demo = commands.add_parser("demo", help="the whole analysis offline on a generated example")
     demo.add_argument("--out", type=Path, default=Path("demo-output"), metavar="DIR")
     demo.add_argument("--models", type=_positive_int, default=120)
@@ -130,6 +142,35 @@ def _run_cka(args) -> int:
     return 0
 
 
+def _run_extract(args) -> int:
+    import numpy as np
+
+    from jaxagree.io import PredictionTable, read_images, save_predictions
+    from jaxagree.models import read_zoo
+    from jaxagree.pipeline import extract
+
+    zoo = read_zoo(args.zoo)
+    stimuli = read_images(args.stimuli)
+    result = extract(zoo, stimuli.images, cache_dir=args.out / "cache", batch_size=args.batch_size,
+                     progress=not args.no_progress)
+    if len(set(result.num_classes)) > 1:
+        sizes = ", ".join(f"{m}: {c}" for m, c in zip(result.models, result.num_classes))
+        raise ValueError(f"models predict different numbers of classes ({sizes}); agreement needs one label space")
+    categories = [str(c) for c in range(result.num_classes[0])]
+    table = PredictionTable(result.predictions, stimuli.labels, result.models, stimuli.ids, categories)
+    written = [save_predictions(args.out / "predictions.npz", table)]
+    (args.out / "features").mkdir(parents=True, exist_ok=True)
+    for name, features in zip(result.models, result.features):
+        path = args.out / "features" / f"{name}.npy"
+        np.save(path, features, allow_pickle=False)
+        written.append(path)
+    for name in result.models:
+        rate = result.images_per_second[name]
+        print(f"{name}: " + ("cached" if rate is None else f"{rate:,.1f} images/s"))
+    print(f"wrote {written[0]} and {len(written) - 1} feature files in {args.out / 'features'}", file=sys.stderr)
+    return 0
+
+
 def _off_diagonal_mean(matrix) -> float:
     import numpy as np
 
@@ -151,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_agreement(table, args)
         if args.command == "cka":
             return _run_cka(args)
+        if args.command == "extract":
+            return _run_extract(args)
         if args.command == "demo":
             from jaxagree.demo import simulate_predictions
             from jaxagree.io import save_predictions

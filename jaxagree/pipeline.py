@@ -1,0 +1,255 @@
+"""Extraction: every model of a zoo over a stimulus set, under ``jit`` across every device,
+cached per model and resumable.
+
+For each model the images go through the model's own preprocessing on the device (resize, centre
+crop, normalise), then the model; batches are split over the devices of a mesh (data parallel,
+``NamedSharding``), the last batch padded and its padding dropped. Each finished model is written
+to the cache at once, so a run that is killed loses at most the model in progress.
+
+Cache layout (plain ``.npy``, readable without jaxagree)::
+
+    CACHE/STIMULUS_SET/MODEL/predictions.npy   int32 [stimuli], top-1 class
+    CACHE/STIMULUS_SET/MODEL/features.npy      float32 [stimuli, dim], the pooled penultimate layer
+    CACHE/STIMULUS_SET/MODEL/entry.json        shapes, SHA-256 of each file, the model's source
+
+``STIMULUS_SET`` is a hash of the images, so a different image set never reuses an entry. Files
+are written to a temporary name and renamed into place, ``entry.json`` last: an entry is either
+complete or absent. An entry whose files do not match ``entry.json`` (truncated, corrupted, or
+from a model whose source or options changed) is recomputed with a warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxagree.models import LoadedModel, ModelSpec, Preprocess, load_model
+
+_LAYERS = ("predictions", "features")
+
+
+class Extraction(NamedTuple):
+    """What :func:`extract` returns.
+
+    Attributes:
+      models: model names, in zoo order.
+      predictions: ``int32 [models, stimuli]`` top-1 class of each model.
+      features: one ``float32 [stimuli, dim_m]`` array per model.
+      num_classes: per model, the number of classes its predictions index.
+      images_per_second: per model, the rate of this run (None where the cache had it).
+    """
+
+    models: list[str]
+    predictions: np.ndarray
+    features: list[np.ndarray]
+    num_classes: list[int]
+    images_per_second: dict[str, float | None]
+
+
+def stimulus_set_id(images: np.ndarray) -> str:
+    """A short stable hash of an image array (shape, dtype and bytes)."""
+    digest = hashlib.sha256(f"{images.shape}{images.dtype}".encode())
+    flat = np.ascontiguousarray(images).reshape(-1).view(np.uint8)
+    for start in range(0, flat.size, 1 << 26):
+        digest.update(flat[start : start + (1 << 26)])
+    return digest.hexdigest()[:16]
+
+
+def check_images(images) -> np.ndarray:
+    """uint8 ``[stimuli, height, width, 3]`` or a clear error."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must have shape [stimuli, height, width, 3], got {images.shape}")
+    if images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 (0-255), got dtype {images.dtype}")
+    if images.shape[0] == 0:
+        raise ValueError("images is empty (0 stimuli)")
+    return images
+
+
+def extract(
+    zoo: Sequence[ModelSpec],
+    images: np.ndarray,
+    *,
+    cache_dir: str | os.PathLike,
+    batch_size: int = 128,
+    mesh: Mesh | None = None,
+    progress: bool = True,
+) -> Extraction:
+    """Predictions and features of every model of ``zoo`` on ``images``, cached per model.
+
+    Args:
+      zoo: inventory entries (:func:`jaxagree.models.read_zoo`).
+      images: ``uint8 [stimuli, height, width, 3]``.
+      cache_dir: where finished models are kept; a rerun skips them.
+      batch_size: images per step over all devices (rounded up to a multiple of the devices).
+      mesh: device mesh for data parallelism (default: every device when there are several).
+      progress: show progress bars (images/s per model, models done for the zoo).
+    """
+    from tqdm.auto import tqdm
+
+    images = check_images(images)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if mesh is None and len(jax.devices()) > 1:
+        mesh = Mesh(np.array(jax.devices()), ("batch",))
+    devices = 1 if mesh is None else mesh.devices.size
+    batch_size = -(-batch_size // devices) * devices
+    set_dir = Path(cache_dir) / stimulus_set_id(images)
+    predictions, features, classes, rates = [], [], [], {}
+    for spec in tqdm(zoo, desc="zoo", unit="model", disable=not progress):
+        entry = set_dir / spec.name
+        cached = _read_entry(entry, spec, images.shape[0])
+        if cached is None:
+            loaded = load_model(spec)
+            start = time.perf_counter()
+            cached = _run_model(loaded, images, batch_size, mesh, progress)
+            rates[spec.name] = images.shape[0] / (time.perf_counter() - start)
+            _write_entry(entry, spec, cached)
+        else:
+            rates[spec.name] = None
+        predictions.append(cached[0])
+        features.append(cached[1])
+        classes.append(cached[2])
+    return Extraction([s.name for s in zoo], np.stack(predictions), features, classes, rates)
+
+
+def _run_model(loaded: LoadedModel, images: np.ndarray, batch_size: int, mesh: Mesh | None, progress: bool):
+    from tqdm.auto import tqdm
+
+    run = _runner(loaded.graphdef, loaded.preprocess, mesh)
+    data = None if mesh is None else NamedSharding(mesh, P(mesh.axis_names))
+    state = loaded.state if mesh is None else jax.device_put(loaded.state, NamedSharding(mesh, P()))
+    outputs = []
+    num_stimuli = images.shape[0]
+    with tqdm(total=num_stimuli, desc=loaded.spec.name, unit="img", leave=False, disable=not progress) as bar:
+        for start in range(0, num_stimuli, batch_size):
+            batch = images[start : start + batch_size]
+            valid = batch.shape[0]
+            if valid < batch_size:  # the last batch: padded to the compiled shape, padding dropped
+                batch = np.concatenate([batch, np.zeros((batch_size - valid, *batch.shape[1:]), batch.dtype)])
+            batch = jnp.asarray(batch) if data is None else jax.device_put(batch, data)
+            top1, pooled = run(state, batch)
+            outputs.append((top1, pooled, valid))
+            bar.update(valid)
+    top1 = np.concatenate([np.asarray(t)[:v] for t, _, v in outputs]).astype(np.int32)
+    pooled = np.concatenate([np.asarray(f)[:v] for _, f, v in outputs]).astype(np.float32)
+    return top1, pooled, _num_classes(loaded)
+
+
+def _num_classes(loaded: LoadedModel) -> int:
+    from flax import nnx
+
+    size = loaded.preprocess.size
+    logits, _ = jax.eval_shape(lambda state, x: nnx.merge(loaded.graphdef, state)(x), loaded.state,
+                               jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+    return int(logits.shape[-1])
+
+
+@functools.lru_cache(maxsize=64)
+def _runner(graphdef, preprocess: Preprocess, mesh: Mesh | None):
+    """One jitted forward per architecture (graphdef) and mesh: models that share an
+    architecture share the compiled function."""
+    from flax import nnx
+
+    def run(state, images):
+        logits, features = nnx.merge(graphdef, state)(preprocess_images(images, preprocess))
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32), features.astype(jnp.float32)
+
+    if mesh is None:
+        return jax.jit(run)
+    data, replicated = NamedSharding(mesh, P(mesh.axis_names)), NamedSharding(mesh, P())
+    return jax.jit(run, in_shardings=(replicated, data), out_shardings=(data, data))
+
+
+def preprocess_images(images: jax.Array, preprocess: Preprocess) -> jax.Array:
+    """uint8 ``[batch, h, w, 3]`` -> normalised float32 ``[batch, size, size, 3]``: the shorter
+    side resized to ``size / crop_fraction`` (antialiased bilinear), centre crop, per-channel
+    normalisation. Shapes are static, so this runs inside the model's ``jit``."""
+    size = preprocess.size
+    height, width = images.shape[1:3]
+    short = max(size, round(size / preprocess.crop_fraction))
+    scale = short / min(height, width)
+    resized_h, resized_w = max(size, round(height * scale)), max(size, round(width * scale))
+    x = images.astype(jnp.float32) / 255.0
+    if (resized_h, resized_w) != (height, width):
+        x = jax.image.resize(x, (x.shape[0], resized_h, resized_w, 3), method="bilinear", antialias=True)
+    top, left = (resized_h - size) // 2, (resized_w - size) // 2
+    x = x[:, top : top + size, left : left + size]
+    return (x - jnp.asarray(preprocess.mean)) / jnp.asarray(preprocess.std)
+
+
+def _fingerprint(spec: ModelSpec) -> dict:
+    return {"source": spec.source, "options": spec.options}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_entry(entry: Path, spec: ModelSpec, num_stimuli: int):
+    """The cached (predictions, features) of a model, or None to compute them (with a warning
+    when an entry exists but cannot be trusted)."""
+    manifest_path = entry / "entry.json"
+    if not manifest_path.exists():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("model") != _fingerprint(spec):
+            raise ValueError("the model's source or options changed")
+        arrays = []
+        for layer in _LAYERS:
+            path = entry / f"{layer}.npy"
+            if _sha256(path) != manifest["files"][layer]["sha256"]:
+                raise ValueError(f"{path.name} does not match its checksum")
+            array = np.load(path, allow_pickle=False)
+            if array.shape[0] != num_stimuli:
+                raise ValueError(f"{path.name} has {array.shape[0]} stimuli, expected {num_stimuli}")
+            arrays.append(array)
+        arrays.append(int(manifest["num_classes"]))
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as error:
+        warnings.warn(f"cache entry {entry} cannot be used ({error}); recomputing model {spec.name!r}",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    return tuple(arrays)
+
+
+def _write_entry(entry: Path, spec: ModelSpec, arrays) -> None:
+    entry.mkdir(parents=True, exist_ok=True)
+    (entry / "entry.json").unlink(missing_ok=True)  # the entry is incomplete until the manifest is back
+    files = {}
+    for layer, array in zip(_LAYERS, arrays[:2]):
+        path = entry / f"{layer}.npy"
+        _atomic_write(path, lambda f, a=array: np.save(f, a, allow_pickle=False))
+        files[layer] = {"shape": list(array.shape), "dtype": str(array.dtype), "sha256": _sha256(path)}
+    manifest = {"model": _fingerprint(spec), "files": files, "num_classes": arrays[2]}
+    _atomic_write(entry / "entry.json", lambda f: f.write(json.dumps(manifest, indent=2).encode()))
+
+
+def _atomic_write(path: Path, write) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with temporary.open("wb") as file:
+        write(file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+__all__ = ["Extraction", "check_images", "extract", "preprocess_images", "stimulus_set_id"]
