@@ -1,0 +1,257 @@
+"""The model inventory, the native zoo and extraction: results equal calling the models
+directly, on 1 or 4 devices, cached and resumable (also after SIGKILL)."""
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import Mesh
+
+from jaxagree.cli import main
+from jaxagree.io import read_features, read_predictions
+from jaxagree.models import VARIANTS, build_native, load_model, read_zoo
+from jaxagree.pipeline import extract, preprocess_images
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ZOO = """
+[[model]]
+name = "conv-a"
+source = "native:convnet/tiny"
+family = "conv"
+num_classes = 10
+seed = 1
+
+[[model]]
+name = "vit-a"
+source = "python:tests.zoo_helpers:tiny_vit"
+family = "attention"
+seed = 2
+
+[[model]]
+name = "mixer-a"
+source = "native:mixer/tiny"
+family = "mlp"
+num_classes = 10
+[model.metadata]
+release = "2021"
+"""
+
+
+@pytest.fixture
+def zoo_file(tmp_path):
+    path = tmp_path / "zoo.toml"
+    path.write_text(ZOO)
+    return path
+
+
+@pytest.fixture(scope="module")
+def images():
+    # Not square and not the models' size: exercises resize and centre crop.
+    return np.random.default_rng(0).integers(0, 256, (37, 40, 48, 3), dtype=np.uint8)
+
+
+def direct(spec, images):
+    """Call the model as a user would, without the engine: one batch, no padding, no sharding."""
+    loaded = load_model(spec)
+    model = nnx.merge(loaded.graphdef, loaded.state)
+    logits, features = model(preprocess_images(jnp.asarray(images), loaded.preprocess))
+    return np.asarray(jnp.argmax(logits, -1)), np.asarray(features)
+
+
+def test_read_zoo(zoo_file):
+    zoo = read_zoo(zoo_file)
+    assert [s.name for s in zoo] == ["conv-a", "vit-a", "mixer-a"]
+    assert [s.family for s in zoo] == ["conv", "attention", "mlp"]
+    assert zoo[0].options == {"num_classes": 10, "seed": 1}
+    assert zoo[2].metadata == {"release": "2021"}
+
+
+@pytest.mark.parametrize(
+    "entry, match",
+    [
+        ('name = "a"\nsource = "native:vit/tiny"\nfamily = "cnn"', "unknown family 'cnn'; known: conv, attention"),
+        ('name = "a"\nsource = "native:vit/huge"\nfamily = "attention"', "unknown variant 'huge' of vit; known: tiny"),
+        ('name = "a"\nsource = "native:resnet/tiny"\nfamily = "conv"', "unknown native architecture 'resnet'"),
+        ('name = "a"\nsource = "hf:google/vit-base-patch16-224"\nfamily = "attention"', "not supported yet"),
+        ('name = "a"\nsource = "timm:vit"\nfamily = "attention"', "unknown source 'timm:vit'"),
+        ('name = "a"\nsource = "python:nomodule"\nfamily = "attention"', "python:MODULE:FUNCTION"),
+        ('name = "a/b"\nsource = "native:vit/tiny"\nfamily = "attention"', "names may hold only"),
+        ('source = "native:vit/tiny"\nfamily = "attention"', "model 1: needs a string 'name'"),
+    ],
+)
+def test_read_zoo_bad_entries_name_the_model(tmp_path, entry, match):
+    path = tmp_path / "zoo.toml"
+    path.write_text(f"[[model]]\n{entry}\n")
+    with pytest.raises(ValueError, match=match):
+        read_zoo(path)
+
+
+def test_read_zoo_bad_files(tmp_path):
+    with pytest.raises(ValueError, match="no such zoo file"):
+        read_zoo(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("[[model]\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        read_zoo(tmp_path / "bad.toml")
+    (tmp_path / "empty.toml").write_text("title = 'x'\n")
+    with pytest.raises(ValueError, match=r"no \[\[model\]\] entries"):
+        read_zoo(tmp_path / "empty.toml")
+    (tmp_path / "twice.toml").write_text('[[model]]\nname = "a"\nsource = "native:vit/tiny"\nfamily = "attention"\n' * 2)
+    with pytest.raises(ValueError, match="'a': the name is used twice"):
+        read_zoo(tmp_path / "twice.toml")
+
+
+def test_load_model_bad_sources(tmp_path):
+    from jaxagree.models import ModelSpec
+
+    with pytest.raises(ValueError, match="unknown option"):
+        load_model(ModelSpec("a", "native:vit/tiny", "attention", {"depth": 3}, {}))
+    with pytest.raises(ValueError, match="cannot import"):
+        load_model(ModelSpec("a", "python:tests.zoo_helpers:missing", "attention", {}, {}))
+    with pytest.raises(ValueError, match=r"must return \(flax.nnx.Module, Preprocess\)"):
+        load_model(ModelSpec("a", "python:tests.zoo_helpers:not_a_model", "attention", {}, {}))
+
+
+@pytest.mark.parametrize("architecture", list(VARIANTS))
+def test_native_tiny_variants_map_images_to_logits_and_features(architecture):
+    model, preprocess = build_native(architecture, "tiny", num_classes=7, seed=3)
+    logits, features = model(jnp.zeros((2, preprocess.size, preprocess.size, 3)))
+    assert logits.shape == (2, 7) and features.ndim == 2 and features.shape[0] == 2
+    again, _ = build_native(architecture, "tiny", num_classes=7, seed=3)
+    np.testing.assert_array_equal(nnx.state(model, nnx.Param)["head"]["kernel"][...],
+                                  nnx.state(again, nnx.Param)["head"]["kernel"][...])
+
+
+def test_preprocess_matches_numpy_when_no_resize_is_needed():
+    from jaxagree.models import Preprocess
+
+    images = np.random.default_rng(1).integers(0, 256, (2, 40, 36, 3), dtype=np.uint8)
+    out = np.asarray(preprocess_images(jnp.asarray(images), Preprocess(32, crop_fraction=32 / 36)))
+    # Shorter side already 36: no resize; centre crop 32 x 32 from rows 4..36, columns 2..34.
+    expected = (images[:, 4:36, 2:34] / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_extract_equals_calling_each_model_directly(zoo_file, images, tmp_path):
+    zoo = read_zoo(zoo_file)
+    result = extract(zoo, images, cache_dir=tmp_path / "cache", batch_size=16, progress=False)
+    assert result.models == ["conv-a", "vit-a", "mixer-a"] and result.predictions.shape == (3, 37)
+    assert result.num_classes == [10, 10, 10]
+    for m, spec in enumerate(zoo):
+        top1, features = direct(spec, images)
+        np.testing.assert_array_equal(result.predictions[m], top1)
+        np.testing.assert_allclose(result.features[m], features, atol=2e-5)
+        assert result.images_per_second[spec.name] > 0
+
+
+def test_four_devices_equal_one(zoo_file, images, tmp_path, devices):
+    zoo = read_zoo(zoo_file)
+    one = extract(zoo, images, cache_dir=tmp_path / "one", batch_size=12, mesh=Mesh(np.array(devices[:1]), ("batch",)),
+                  progress=False)
+    four = extract(zoo, images, cache_dir=tmp_path / "four", batch_size=12, mesh=Mesh(np.array(devices), ("batch",)),
+                   progress=False)
+    np.testing.assert_array_equal(four.predictions, one.predictions)
+    for a, b in zip(four.features, one.features):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_rerun_uses_the_cache_and_recomputes_a_corrupt_entry(zoo_file, images, tmp_path, monkeypatch):
+    import jaxagree.pipeline as pipeline
+
+    zoo = read_zoo(zoo_file)
+    first = extract(zoo, images, cache_dir=tmp_path, batch_size=16, progress=False)
+    loads = []
+    monkeypatch.setattr(pipeline, "load_model", lambda spec: loads.append(spec.name) or load_model(spec))
+    again = extract(zoo, images, cache_dir=tmp_path, batch_size=16, progress=False)
+    assert loads == [] and set(again.images_per_second.values()) == {None}
+    np.testing.assert_array_equal(again.predictions, first.predictions)
+    # Truncate one model's features: detected by its checksum, recomputed with a warning.
+    entry = next(tmp_path.glob("*/vit-a"))
+    data = (entry / "features.npy").read_bytes()
+    (entry / "features.npy").write_bytes(data[: len(data) // 2])
+    with pytest.warns(RuntimeWarning, match="vit-a.*does not match its checksum"):
+        repaired = extract(zoo, images, cache_dir=tmp_path, batch_size=16, progress=False)
+    assert loads == ["vit-a"]
+    np.testing.assert_array_equal(repaired.features[1], first.features[1])
+    # A model whose options change is not served from the old entry.
+    changed = [spec._replace(options={**spec.options, "seed": 9}) if spec.name == "conv-a" else spec for spec in zoo]
+    with pytest.warns(RuntimeWarning, match="source or options changed"):
+        extract(changed, images, cache_dir=tmp_path, batch_size=16, progress=False)
+    assert loads == ["vit-a", "conv-a"]
+
+
+def test_killed_run_resumes_with_identical_results(tmp_path, images):
+    """SIGKILL while loading the second model; the rerun keeps the first model's entry and
+    produces what an uninterrupted run produces."""
+    zoo = tmp_path / "zoo.toml"
+    zoo.write_text(ZOO.replace("native:mixer/tiny", "python:tests.zoo_helpers:killed_on_request")
+                   .replace('num_classes = 10\n[model.metadata]', '[model.metadata]'))
+    np.savez(tmp_path / "images.npz", images=images)
+    env = {**os.environ, "JAXAGREE_TEST_KILL": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "jaxagree.cli", "extract", "--zoo", str(zoo), "--stimuli",
+               f"npz:{tmp_path / 'images.npz'}", "--out", str(tmp_path / "out"), "--batch-size", "16", "--no-progress"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == -9, done.stderr
+    finished = sorted(p.parent.name for p in (tmp_path / "out" / "cache").glob("*/*/entry.json"))
+    assert finished == ["conv-a", "vit-a"]
+    leftovers = list((tmp_path / "out" / "cache").glob("**/*.tmp"))
+    assert leftovers == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the finished entries are used as they are
+        resumed = extract(read_zoo(zoo), images, cache_dir=tmp_path / "out" / "cache", batch_size=16, progress=False)
+    assert resumed.images_per_second["conv-a"] is None and resumed.images_per_second["vit-a"] is None
+    clean = extract(read_zoo(zoo), images, cache_dir=tmp_path / "clean", batch_size=16, progress=False)
+    np.testing.assert_array_equal(resumed.predictions, clean.predictions)
+    for a, b in zip(resumed.features, clean.features):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_cli_extract_writes_what_agreement_and_cka_read(zoo_file, images, tmp_path, capsys):
+    labels = np.random.default_rng(2).integers(0, 10, images.shape[0])
+    np.savez(tmp_path / "images.npz", images=images, labels=labels, ids=np.array([f"img{i}" for i in range(37)]))
+    out = tmp_path / "out"
+    code = main(["extract", "--zoo", str(zoo_file), "--stimuli", f"npz:{tmp_path / 'images.npz'}", "--out", str(out),
+                 "--batch-size", "16", "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "conv-a:" in printed and "images/s" in printed
+    table = read_predictions(out / "predictions.npz")
+    assert table.models == ["conv-a", "vit-a", "mixer-a"] and table.stimuli[:2] == ["img0", "img1"]
+    np.testing.assert_array_equal(table.labels, labels)
+    features = read_features(out / "features")
+    assert sorted(features.models) == ["conv-a", "mixer-a", "vit-a"]
+    assert main(["agreement", str(out / "predictions.npz"), "--out", str(tmp_path / "agree"), "--k", "5"]) == 0
+    assert main(["cka", str(out / "features"), "--out", str(tmp_path / "cka")]) == 0
+    assert (tmp_path / "agree" / "summary.json").exists() and (tmp_path / "cka" / "cka.csv").exists()
+    main(["extract", "--zoo", str(zoo_file), "--stimuli", str(tmp_path / "images.npz"), "--out", str(out),
+          "--no-progress"])
+    assert capsys.readouterr().out.count("cached") == 3
+
+
+@pytest.mark.parametrize(
+    "array, match",
+    [
+        (np.zeros((4, 8, 8), np.uint8), r"uint8 \[stimuli, height, width, 3\]"),
+        (np.zeros((4, 8, 8, 3), np.float32), r"uint8 \[stimuli, height, width, 3\]"),
+    ],
+)
+def test_cli_extract_bad_images(zoo_file, tmp_path, capsys, array, match):
+    np.save(tmp_path / "images.npy", array)
+    code = main(["extract", "--zoo", str(zoo_file), "--stimuli", str(tmp_path / "images.npy"), "--out",
+                 str(tmp_path / "out"), "--no-progress"])
+    assert code != 0
+    assert "uint8 [stimuli, height, width, 3]" in capsys.readouterr().err
+
+
+def test_extract_bad_arguments(zoo_file, tmp_path):
+    zoo = read_zoo(zoo_file)
+    with pytest.raises(ValueError, match="images must be uint8"):
+        extract(zoo, np.zeros((2, 8, 8, 3), np.float32), cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        extract(zoo, np.zeros((2, 8, 8, 3), np.uint8), cache_dir=tmp_path, batch_size=0)
