@@ -153,10 +153,11 @@ def _run_extract(args) -> int:
     stimuli = read_images(args.stimuli)
     result = extract(zoo, stimuli.images, cache_dir=args.out / "cache", batch_size=args.batch_size,
                      progress=not args.no_progress)
-    if len(set(result.num_classes)) > 1:
+    predicting = {c for c in result.num_classes if c > 0}  # 0: a backbone, features only
+    if len(predicting) > 1:
         sizes = ", ".join(f"{m}: {c}" for m, c in zip(result.models, result.num_classes))
         raise ValueError(f"models predict different numbers of classes ({sizes}); agreement needs one label space")
-    categories = [str(c) for c in range(result.num_classes[0])]
+    categories = [str(c) for c in range(max(predicting, default=1))]
     table = PredictionTable(result.predictions, stimuli.labels, result.models, stimuli.ids, categories)
     written = [save_predictions(args.out / "predictions.npz", table)]
     (args.out / "features").mkdir(parents=True, exist_ok=True)

@@ -130,9 +130,9 @@ def extract(
 def _run_model(loaded: LoadedModel, images: np.ndarray, batch_size: int, mesh: Mesh | None, progress: bool):
     from tqdm.auto import tqdm
 
-    run = _runner(loaded.graphdef, loaded.preprocess, mesh)
+    run = _runner(loaded.forward, loaded.preprocess, mesh)
     data = None if mesh is None else NamedSharding(mesh, P(mesh.axis_names))
-    state = loaded.state if mesh is None else jax.device_put(loaded.state, NamedSharding(mesh, P()))
+    params = loaded.params if mesh is None else jax.device_put(loaded.params, NamedSharding(mesh, P()))
     outputs = []
     num_stimuli = images.shape[0]
     with tqdm(total=num_stimuli, desc=loaded.spec.name, unit="img", leave=False, disable=not progress) as bar:
@@ -142,32 +142,25 @@ def _run_model(loaded: LoadedModel, images: np.ndarray, batch_size: int, mesh: M
             if valid < batch_size:  # the last batch: padded to the compiled shape, padding dropped
                 batch = np.concatenate([batch, np.zeros((batch_size - valid, *batch.shape[1:]), batch.dtype)])
             batch = jnp.asarray(batch) if data is None else jax.device_put(batch, data)
-            top1, pooled = run(state, batch)
+            top1, pooled = run(params, batch)
             outputs.append((top1, pooled, valid))
             bar.update(valid)
     top1 = np.concatenate([np.asarray(t)[:v] for t, _, v in outputs]).astype(np.int32)
     pooled = np.concatenate([np.asarray(f)[:v] for _, f, v in outputs]).astype(np.float32)
-    return top1, pooled, _num_classes(loaded)
-
-
-def _num_classes(loaded: LoadedModel) -> int:
-    from flax import nnx
-
-    size = loaded.preprocess.size
-    logits, _ = jax.eval_shape(lambda state, x: nnx.merge(loaded.graphdef, state)(x), loaded.state,
-                               jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
-    return int(logits.shape[-1])
+    return top1, pooled, loaded.num_classes
 
 
 @functools.lru_cache(maxsize=64)
-def _runner(graphdef, preprocess: Preprocess, mesh: Mesh | None):
-    """One jitted forward per architecture (graphdef) and mesh: models that share an
+def _runner(forward, preprocess: Preprocess, mesh: Mesh | None):
+    """One jitted forward per (forward, preprocessing, mesh): native models that share an
     architecture share the compiled function."""
-    from flax import nnx
 
-    def run(state, images):
-        logits, features = nnx.merge(graphdef, state)(preprocess_images(images, preprocess))
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32), features.astype(jnp.float32)
+    def run(params, images):
+        logits, features = forward(params, preprocess_images(images, preprocess))
+        features = features.astype(jnp.float32)
+        if logits is None:  # a backbone: no predictions
+            return jnp.full(images.shape[:1], -1, jnp.int32), features
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32), features
 
     if mesh is None:
         return jax.jit(run)

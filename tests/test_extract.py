@@ -7,6 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -60,7 +61,7 @@ def images():
 def direct(spec, images):
     """Call the model as a user would, without the engine: one batch, no padding, no sharding."""
     loaded = load_model(spec)
-    model = nnx.merge(loaded.graphdef, loaded.state)
+    model = nnx.merge(loaded.forward.graphdef, loaded.params)
     logits, features = model(preprocess_images(jnp.asarray(images), loaded.preprocess))
     return np.asarray(jnp.argmax(logits, -1)), np.asarray(features)
 
@@ -79,7 +80,7 @@ def test_read_zoo(zoo_file):
         ('name = "a"\nsource = "native:vit/tiny"\nfamily = "cnn"', "unknown family 'cnn'; known: conv, attention"),
         ('name = "a"\nsource = "native:vit/huge"\nfamily = "attention"', "unknown variant 'huge' of vit; known: tiny"),
         ('name = "a"\nsource = "native:resnet/tiny"\nfamily = "conv"', "unknown native architecture 'resnet'"),
-        ('name = "a"\nsource = "hf:google/vit-base-patch16-224"\nfamily = "attention"', "not supported yet"),
+        ('name = "a"\nsource = "hf:"\nfamily = "attention"', "an hf source is 'hf:HUB_ID' or 'hf:FOLDER'"),
         ('name = "a"\nsource = "timm:vit"\nfamily = "attention"', "unknown source 'timm:vit'"),
         ('name = "a"\nsource = "python:nomodule"\nfamily = "attention"', "python:MODULE:FUNCTION"),
         ('name = "a/b"\nsource = "native:vit/tiny"\nfamily = "attention"', "names may hold only"),
@@ -255,3 +256,91 @@ def test_extract_bad_arguments(zoo_file, tmp_path):
         extract(zoo, np.zeros((2, 8, 8, 3), np.float32), cache_dir=tmp_path)
     with pytest.raises(ValueError, match="batch_size must be positive"):
         extract(zoo, np.zeros((2, 8, 8, 3), np.uint8), cache_dir=tmp_path, batch_size=0)
+
+
+# --- Hugging Face Flax checkpoints -------------------------------------------------------------
+
+
+def _tiny_hf_checkpoints(folder: Path) -> dict[str, str]:
+    """Random-init tiny HF Flax models saved as local checkpoints: {name: task}."""
+    import transformers as tf
+
+    vit_like = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
+                "num_attention_heads": 2, "intermediate_size": 64}
+    convs = {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1]}
+    models = {
+        "vit": (tf.FlaxViTForImageClassification, tf.ViTConfig(**vit_like, num_labels=10), "classification"),
+        "beit": (tf.FlaxBeitForImageClassification, tf.BeitConfig(**vit_like, num_labels=10, use_mean_pooling=True),
+                 "classification"),
+        "resnet": (tf.FlaxResNetForImageClassification, tf.ResNetConfig(**convs, layer_type="basic", num_labels=10),
+                   "classification"),
+        "regnet": (tf.FlaxRegNetForImageClassification, tf.RegNetConfig(**convs, groups_width=8, num_labels=10),
+                   "classification"),
+        "dinov2": (tf.FlaxDinov2ForImageClassification,
+                   tf.Dinov2Config(**{k: v for k, v in vit_like.items() if k != "intermediate_size"}, mlp_ratio=2,
+                                   num_labels=10), "classification"),
+        "clip": (tf.FlaxCLIPVisionModel, tf.CLIPVisionConfig(**vit_like), "features"),
+    }
+    tasks = {}
+    for name, (cls, config, task) in models.items():
+        cls(config, seed=len(tasks)).save_pretrained(folder / name)
+        tasks[name] = task
+    # Conv nets have no image_size in their config: they get a processor config, as on the hub.
+    for name in ("resnet", "regnet"):
+        (folder / name / "preprocessor_config.json").write_text(
+            '{"size": {"shortest_edge": 36}, "crop_size": {"height": 32, "width": 32}, "do_center_crop": true,'
+            ' "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}'
+        )
+    return tasks
+
+
+@pytest.fixture(scope="module")
+def hf_zoo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hf")
+    tasks = _tiny_hf_checkpoints(folder)
+    lines = []
+    for name, task in tasks.items():
+        family = "conv" if name in ("resnet", "regnet") else "attention"
+        lines.append(f'[[model]]\nname = "hf-{name}"\nsource = "hf:{folder / name}"\nfamily = "{family}"\n'
+                     f'task = "{task}"\n')
+    (folder / "zoo.toml").write_text("\n".join(lines))
+    return read_zoo(folder / "zoo.toml"), folder
+
+
+def test_hf_checkpoints_through_the_inventory_equal_calling_them_directly(hf_zoo, images, tmp_path):
+    import transformers as tf
+
+    zoo, folder = hf_zoo
+    result = extract(zoo, images, cache_dir=tmp_path, batch_size=16, progress=False)
+    for m, spec in enumerate(zoo):
+        loaded = load_model(spec)
+        pixels = jnp.transpose(preprocess_images(jnp.asarray(images), loaded.preprocess), (0, 3, 1, 2))
+        if spec.options["task"] == "features":
+            model = tf.FlaxCLIPVisionModel.from_pretrained(folder / "clip")
+            np.testing.assert_allclose(result.features[m], np.asarray(model(pixels).pooler_output), atol=2e-5)
+            assert (result.predictions[m] == -1).all() and result.num_classes[m] == 0
+            continue
+        model = tf.FlaxAutoModelForImageClassification.from_pretrained(spec.source[3:])
+        logits = np.asarray(model(pixels).logits)
+        np.testing.assert_array_equal(result.predictions[m], logits.argmax(-1))
+        # The features are exactly what the classification head receives.
+        params = model.params.get("params", model.params)
+        head = jax.tree.leaves(params["classifier"])
+        kernel, bias = (h for h in sorted(head, key=lambda h: -h.ndim))
+        np.testing.assert_allclose(result.features[m] @ np.asarray(kernel) + np.asarray(bias), logits, atol=1e-4)
+    # Preprocessing from the processor config (conv nets) or the model config (ViT).
+    assert load_model(zoo[2]).preprocess.size == 32 and load_model(zoo[2]).preprocess.mean == (0.5, 0.5, 0.5)
+    assert load_model(zoo[0]).preprocess.size == 32
+
+
+def test_hf_missing_checkpoint_says_how_to_use_a_local_folder(tmp_path, monkeypatch):
+    from jaxagree.models import ModelSpec
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never touch the network in tests
+    with pytest.raises(ValueError, match="hub cannot be reached.*save_pretrained"):
+        load_model(ModelSpec("a", "hf:nobody/no-such-model", "attention", {}, {}))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no loadable Flax checkpoint"):
+        load_model(ModelSpec("a", f"hf:{tmp_path / 'empty'}", "attention", {}, {}))
+    with pytest.raises(ValueError, match="task must be one of"):
+        load_model(ModelSpec("a", f"hf:{tmp_path / 'empty'}", "attention", {"task": "segmentation"}, {}))

@@ -19,7 +19,9 @@ Sources:
   ``(logits, features)``, and its :class:`~jaxagree.models.native.Preprocess` (or the module has
   a ``preprocess`` attribute).
 
-Hugging Face Flax checkpoints (``hf:``) are not supported yet.
+* ``hf:HUB_ID`` or ``hf:FOLDER``: a Hugging Face Flax checkpoint (see
+  :mod:`jaxagree.models.huggingface`); options ``task`` (``classification`` or ``features``),
+  ``from_pt`` and ``revision``.
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ from __future__ import annotations
 import importlib
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from jaxagree.models.native import Preprocess, build_native, native_family
@@ -58,12 +63,32 @@ class ModelSpec(NamedTuple):
 
 
 class LoadedModel(NamedTuple):
-    """A model ready to run: ``nnx.merge(graphdef, state)(images) -> (logits, features)``."""
+    """A model ready to run: ``forward(params, images) -> (logits or None, features)`` on
+    normalised images ``float32 [batch, size, size, 3]``.
+
+    Attributes:
+      spec: its inventory entry.
+      forward: a hashable callable; models with equal forwards share one compiled function.
+      params: the weights (a pytree).
+      preprocess: how its images are prepared.
+      num_classes: the number of classes it predicts (0: a backbone without predictions).
+    """
 
     spec: ModelSpec
-    graphdef: Any
-    state: Any
+    forward: Callable
+    params: Any
     preprocess: Preprocess
+    num_classes: int
+
+
+class NnxForward(NamedTuple):
+    """The forward of a ``flax.nnx`` model: equal (and hashed) by its graph definition, so models
+    of one architecture share a compiled function."""
+
+    graphdef: Any
+
+    def __call__(self, params, images):
+        return nnx.merge(self.graphdef, params)(images)
 
 
 def read_zoo(path: str | Path) -> list[ModelSpec]:
@@ -114,15 +139,22 @@ def _check_source(source: str, where: str) -> None:
         if rest.count(":") != 1 or not all(rest.split(":")):
             raise ValueError(f"{where}: a python source is 'python:MODULE:FUNCTION', got {source!r}")
     elif kind == "hf":
-        raise ValueError(f"{where}: Hugging Face sources ({source!r}) are not supported yet; "
-                         "use native: or python: sources")
+        if not rest:
+            raise ValueError(f"{where}: an hf source is 'hf:HUB_ID' or 'hf:FOLDER', got {source!r}")
     else:
-        raise ValueError(f"{where}: unknown source {source!r}; expected native:ARCH/VARIANT or python:MODULE:FUNCTION")
+        raise ValueError(
+            f"{where}: unknown source {source!r}; expected native:ARCH/VARIANT, python:MODULE:FUNCTION or hf:ID"
+        )
 
 
 def load_model(spec: ModelSpec) -> LoadedModel:
     """Build (or import) the model an inventory entry names."""
     kind, _, rest = spec.source.partition(":")
+    if kind == "hf":
+        from jaxagree.models.huggingface import load_hf
+
+        forward, params, preprocess, num_classes = load_hf(spec.name, rest, spec.options)
+        return LoadedModel(spec, forward, params, preprocess, num_classes)
     if kind == "native":
         architecture, _, variant = rest.partition("/")
         allowed = {"seed", "num_classes"}
@@ -142,4 +174,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         if not isinstance(module, nnx.Module) or not isinstance(preprocess, Preprocess):
             raise ValueError(f"model {spec.name!r}: {rest} must return (flax.nnx.Module, Preprocess)")
     graphdef, state = nnx.split(module)
-    return LoadedModel(spec, graphdef, state, preprocess)
+    forward = NnxForward(graphdef)
+    size = preprocess.size
+    logits, _ = jax.eval_shape(forward, state, jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+    return LoadedModel(spec, forward, state, preprocess, int(logits.shape[-1]))
