@@ -11,9 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import bench_agreement, bench_cka  # noqa: E402
+from benchmarks import bench_agreement, bench_cka, bench_extract  # noqa: E402
 
-BENCHMARKS = {"agreement": bench_agreement.main, "cka": bench_cka.main}
+BENCHMARKS = {"agreement": bench_agreement.main, "cka": bench_cka.main, "extract": bench_extract.main}
 
 
 def main(argv: list[str]) -> None:

@@ -48,3 +48,10 @@ def test_device_benchmark_quick_run():
 
     text = device_cka.main(["--quick"])
     assert "6 x 64 x 16 | bfloat16" in text
+
+
+def test_extract_benchmark_quick_run():
+    from benchmarks import bench_extract
+
+    table = bench_extract.main(["--quick", "--no-save"])
+    assert "| ViT-B/16 | 8 |" in table and "| ResNet-50 | 8 |" in table

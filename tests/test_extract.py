@@ -344,3 +344,13 @@ def test_hf_missing_checkpoint_says_how_to_use_a_local_folder(tmp_path, monkeypa
         load_model(ModelSpec("a", f"hf:{tmp_path / 'empty'}", "attention", {}, {}))
     with pytest.raises(ValueError, match="task must be one of"):
         load_model(ModelSpec("a", f"hf:{tmp_path / 'empty'}", "attention", {"task": "segmentation"}, {}))
+
+
+def test_models_of_one_architecture_share_a_compiled_forward():
+    from jaxagree.models import ModelSpec
+
+    first = load_model(ModelSpec("a", "native:convnet/tiny", "conv", {"seed": 1}, {}))
+    second = load_model(ModelSpec("b", "native:convnet/tiny", "conv", {"seed": 2}, {}))
+    other = load_model(ModelSpec("c", "native:vit/tiny", "attention", {}, {}))
+    assert first.forward == second.forward and hash(first.forward) == hash(second.forward)
+    assert first.forward != other.forward

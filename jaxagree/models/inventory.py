@@ -26,6 +26,7 @@ Sources:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import re
 import tomllib
@@ -81,7 +82,8 @@ class LoadedModel(NamedTuple):
     num_classes: int
 
 
-class NnxForward(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class NnxForward:
     """The forward of a ``flax.nnx`` model: equal (and hashed) by its graph definition, so models
     of one architecture share a compiled function."""
 
