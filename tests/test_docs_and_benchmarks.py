@@ -55,3 +55,9 @@ def test_extract_benchmark_quick_run():
 
     table = bench_extract.main(["--quick", "--no-save"])
     assert "| ViT-B/16 | 8 |" in table and "| ResNet-50 | 8 |" in table
+
+
+def test_device_extract_quick_run():
+    from benchmarks import device_extract
+
+    assert "| ResNet-50 | 8 |" in device_extract.main(["--quick"])

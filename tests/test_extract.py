@@ -354,3 +354,16 @@ def test_models_of_one_architecture_share_a_compiled_forward():
     other = load_model(ModelSpec("c", "native:vit/tiny", "attention", {}, {}))
     assert first.forward == second.forward and hash(first.forward) == hash(second.forward)
     assert first.forward != other.forward
+
+
+def test_shipped_tiny_zoo_reads_and_builds():
+    zoo = read_zoo(ROOT / "zoos" / "tiny.toml")
+    assert len(zoo) == 6 and {s.family for s in zoo} == {"conv", "attention", "mlp"}
+    assert all(load_model(spec).num_classes == 10 for spec in zoo)
+
+
+def test_hf_checkpoints_of_one_architecture_share_a_compiled_forward(hf_zoo):
+    zoo, _ = hf_zoo
+    assert load_model(zoo[0]).forward == load_model(zoo[0]).forward
+    assert hash(load_model(zoo[0]).forward) == hash(load_model(zoo[0]).forward)
+    assert load_model(zoo[0]).forward != load_model(zoo[1]).forward

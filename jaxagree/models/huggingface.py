@@ -20,14 +20,25 @@ from typing import Any
 from jaxagree.models.native import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 TASKS = ("classification", "features")
+# Config entries that name things but do not change the computation.
+_NOT_SHAPING = {"_name_or_path", "id2label", "label2id", "architectures", "transformers_version"}
 
 
 class HfForward:
     """``(params, images [batch, size, size, 3]) -> (logits or None, features)`` for one
-    checkpoint. Hashed by identity: each checkpoint compiles its own forward."""
+    checkpoint. Equal (and hashed) by module class, task and the config entries that shape the
+    computation, so checkpoints of one architecture share a compiled forward."""
 
-    def __init__(self, module: Any, task: str):
+    def __init__(self, module: Any, task: str, config: Any):
         self.module, self.task = module, task
+        shape = {k: v for k, v in config.to_dict().items() if k not in _NOT_SHAPING}
+        self._key = (type(module).__name__, task, json.dumps(shape, sort_keys=True, default=str))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, HfForward) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
 
     def __call__(self, params, images):
         import flax.linen as nn
@@ -87,7 +98,8 @@ def load_hf(name: str, location: str, options: dict) -> tuple[HfForward, Any, Pr
         raise ValueError(f"model {name!r}: cannot load hf checkpoint {location!r}: {hint}. ({error})") from None
     vision_config = getattr(config, "vision_config", config)
     num_classes = int(config.num_labels) if task == "classification" else 0
-    return HfForward(model.module, task), model.params, _preprocess(location, vision_config), num_classes
+    forward = HfForward(model.module, task, config)
+    return forward, model.params, _preprocess(location, vision_config), num_classes
 
 
 def _preprocess(location: str, config) -> Preprocess:
