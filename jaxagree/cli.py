@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--stimuli", required=True, metavar="SOURCE")
     extract.add_argument("--out", type=Path, required=True, metavar="DIR")
     extract.add_argument("--batch-size", type=_positive_int, default=128, help="images per step over all devices")
+    extract.add_argument(
+        "--layers", default="penultimate", metavar="NAMES",
+        help="comma-separated layers whose pooled features to write (default: penultimate); "
+        "an unknown name lists the model's layers",
+    )
     extract.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     demo = commands.add_parser("demo", help="the whole analysis offline on a generated example")
@@ -151,7 +156,8 @@ def _run_extract(args) -> int:
 
     zoo = read_zoo(args.zoo)
     stimuli = read_images(args.stimuli)
-    result = extract(zoo, stimuli.images, cache_dir=args.out / "cache", batch_size=args.batch_size,
+    layers = [name.strip() for name in args.layers.split(",") if name.strip()]
+    result = extract(zoo, stimuli.images, cache_dir=args.out / "cache", layers=layers, batch_size=args.batch_size,
                      progress=not args.no_progress)
     predicting = {c for c in result.num_classes if c > 0}  # 0: a backbone, features only
     if len(predicting) > 1:
@@ -160,15 +166,17 @@ def _run_extract(args) -> int:
     categories = [str(c) for c in range(max(predicting, default=1))]
     table = PredictionTable(result.predictions, stimuli.labels, result.models, stimuli.ids, categories)
     written = [save_predictions(args.out / "predictions.npz", table)]
-    (args.out / "features").mkdir(parents=True, exist_ok=True)
-    for name, features in zip(result.models, result.features):
-        path = args.out / "features" / f"{name}.npy"
-        np.save(path, features, allow_pickle=False)
-        written.append(path)
+    for layer, arrays in result.features.items():
+        folder = args.out / "features" / layer
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, features in zip(result.models, arrays):
+            written.append(folder / f"{name}.npy")
+            np.save(written[-1], features, allow_pickle=False)
     for name in result.models:
         rate = result.images_per_second[name]
         print(f"{name}: " + ("cached" if rate is None else f"{rate:,.1f} images/s"))
-    print(f"wrote {written[0]} and {len(written) - 1} feature files in {args.out / 'features'}", file=sys.stderr)
+    folders = ", ".join(str(args.out / "features" / layer) for layer in result.features)
+    print(f"wrote {written[0]} and {len(written) - 1} feature files in {folders}", file=sys.stderr)
     return 0
 
 

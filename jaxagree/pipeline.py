@@ -8,9 +8,13 @@ to the cache at once, so a run that is killed loses at most the model in progres
 
 Cache layout (plain ``.npy``, readable without jaxagree)::
 
-    CACHE/STIMULUS_SET/MODEL/predictions.npy   int32 [stimuli], top-1 class
-    CACHE/STIMULUS_SET/MODEL/features.npy      float32 [stimuli, dim], the pooled penultimate layer
-    CACHE/STIMULUS_SET/MODEL/entry.json        shapes, SHA-256 of each file, the model's source
+    CACHE/STIMULUS_SET/MODEL/predictions.npy       int32 [stimuli], top-1 class (-1: a backbone)
+    CACHE/STIMULUS_SET/MODEL/features-LAYER.npy    float32 [stimuli, dim], one per layer asked for
+    CACHE/STIMULUS_SET/MODEL/entry.json            shapes, SHA-256 of each file, the model's source
+
+Layers are named by the model (:attr:`jaxagree.models.LoadedModel.layers`); ``penultimate``
+(the pooled input of the classification head) is the default. Asking for a layer that a cached
+model lacks runs that model again and adds the layer to its entry.
 
 ``STIMULUS_SET`` is a hash of the images, so a different image set never reuses an entry. Files
 are written to a temporary name and renamed into place, ``entry.json`` last: an entry is either
@@ -38,7 +42,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxagree.models import LoadedModel, ModelSpec, Preprocess, load_model
 
-_LAYERS = ("predictions", "features")
+DEFAULT_LAYERS = ("penultimate",)
 
 
 class Extraction(NamedTuple):
@@ -47,14 +51,14 @@ class Extraction(NamedTuple):
     Attributes:
       models: model names, in zoo order.
       predictions: ``int32 [models, stimuli]`` top-1 class of each model.
-      features: one ``float32 [stimuli, dim_m]`` array per model.
+      features: for each layer asked for, one ``float32 [stimuli, dim_m]`` array per model.
       num_classes: per model, the number of classes its predictions index.
       images_per_second: per model, the rate of this run (None where the cache had it).
     """
 
     models: list[str]
     predictions: np.ndarray
-    features: list[np.ndarray]
+    features: dict[str, list[np.ndarray]]
     num_classes: list[int]
     images_per_second: dict[str, float | None]
 
@@ -85,6 +89,7 @@ def extract(
     images: np.ndarray,
     *,
     cache_dir: str | os.PathLike,
+    layers: Sequence[str] = DEFAULT_LAYERS,
     batch_size: int = 128,
     mesh: Mesh | None = None,
     progress: bool = True,
@@ -95,6 +100,7 @@ def extract(
       zoo: inventory entries (:func:`jaxagree.models.read_zoo`).
       images: ``uint8 [stimuli, height, width, 3]``.
       cache_dir: where finished models are kept; a rerun skips them.
+      layers: the layers whose pooled features to keep (see each model's ``layers``).
       batch_size: images per step over all devices (rounded up to a multiple of the devices).
       mesh: device mesh for data parallelism (default: every device when there are several).
       progress: show progress bars (images/s per model, models done for the zoo).
@@ -108,29 +114,53 @@ def extract(
         mesh = Mesh(np.array(jax.devices()), ("batch",))
     devices = 1 if mesh is None else mesh.devices.size
     batch_size = -(-batch_size // devices) * devices
+    layers = tuple(dict.fromkeys(layers))
+    if not layers:
+        raise ValueError("layers is empty; ask for at least one (e.g. 'penultimate')")
     set_dir = Path(cache_dir) / stimulus_set_id(images)
-    predictions, features, classes, rates = [], [], [], {}
+    predictions, classes, rates = [], [], {}
+    features: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
     for spec in tqdm(zoo, desc="zoo", unit="model", disable=not progress):
         entry = set_dir / spec.name
         cached = _read_entry(entry, spec, images.shape[0])
-        if cached is None:
+        missing = [layer for layer in layers if cached is None or layer not in cached.features]
+        if missing:
             loaded = load_model(spec)
+            unknown = [layer for layer in missing if layer not in loaded.layers]
+            if unknown:
+                raise ValueError(f"model {spec.name!r} has no layer(s) {', '.join(map(repr, unknown))}; "
+                                 f"its layers: {', '.join(loaded.layers)}")
             start = time.perf_counter()
-            cached = _run_model(loaded, images, batch_size, mesh, progress)
+            computed = _run_model(loaded, images, tuple(missing), batch_size, mesh, progress)
             rates[spec.name] = images.shape[0] / (time.perf_counter() - start)
-            _write_entry(entry, spec, cached)
+            if cached is not None:
+                computed = computed._replace(features={**cached.features, **computed.features})
+            _write_entry(entry, spec, computed)
+            cached = computed
         else:
             rates[spec.name] = None
-        predictions.append(cached[0])
-        features.append(cached[1])
-        classes.append(cached[2])
+        predictions.append(cached.predictions)
+        classes.append(cached.num_classes)
+        for layer in layers:
+            features[layer].append(cached.features[layer])
     return Extraction([s.name for s in zoo], np.stack(predictions), features, classes, rates)
 
 
-def _run_model(loaded: LoadedModel, images: np.ndarray, batch_size: int, mesh: Mesh | None, progress: bool):
+class _Entry(NamedTuple):
+    """One model's results on one stimulus set."""
+
+    predictions: np.ndarray
+    features: dict[str, np.ndarray]
+    num_classes: int
+
+
+def _run_model(
+    loaded: LoadedModel, images: np.ndarray, layers: tuple[str, ...], batch_size: int, mesh: Mesh | None,
+    progress: bool,
+) -> _Entry:
     from tqdm.auto import tqdm
 
-    run = _runner(loaded.forward, loaded.preprocess, mesh)
+    run = _runner(loaded.forward, loaded.preprocess, layers, mesh)
     data = None if mesh is None else NamedSharding(mesh, P(mesh.axis_names))
     params = loaded.params if mesh is None else jax.device_put(loaded.params, NamedSharding(mesh, P()))
     outputs = []
@@ -142,22 +172,24 @@ def _run_model(loaded: LoadedModel, images: np.ndarray, batch_size: int, mesh: M
             if valid < batch_size:  # the last batch: padded to the compiled shape, padding dropped
                 batch = np.concatenate([batch, np.zeros((batch_size - valid, *batch.shape[1:]), batch.dtype)])
             batch = jnp.asarray(batch) if data is None else jax.device_put(batch, data)
-            top1, pooled = run(params, batch)
-            outputs.append((top1, pooled, valid))
+            outputs.append((*run(params, batch), valid))
             bar.update(valid)
     top1 = np.concatenate([np.asarray(t)[:v] for t, _, v in outputs]).astype(np.int32)
-    pooled = np.concatenate([np.asarray(f)[:v] for _, f, v in outputs]).astype(np.float32)
-    return top1, pooled, loaded.num_classes
+    features = {
+        layer: np.concatenate([np.asarray(f[i])[:v] for _, f, v in outputs]).astype(np.float32)
+        for i, layer in enumerate(layers)
+    }
+    return _Entry(top1, features, loaded.num_classes)
 
 
 @functools.lru_cache(maxsize=64)
-def _runner(forward, preprocess: Preprocess, mesh: Mesh | None):
-    """One jitted forward per (forward, preprocessing, mesh): native models that share an
+def _runner(forward, preprocess: Preprocess, layers: tuple[str, ...], mesh: Mesh | None):
+    """One jitted forward per (forward, preprocessing, layers, mesh): models that share an
     architecture share the compiled function."""
 
     def run(params, images):
-        logits, features = forward(params, preprocess_images(images, preprocess))
-        features = features.astype(jnp.float32)
+        logits, named = forward(params, preprocess_images(images, preprocess))
+        features = tuple(named[layer].astype(jnp.float32) for layer in layers)
         if logits is None:  # a backbone: no predictions
             return jnp.full(images.shape[:1], -1, jnp.int32), features
         return jnp.argmax(logits, axis=-1).astype(jnp.int32), features
@@ -197,9 +229,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_entry(entry: Path, spec: ModelSpec, num_stimuli: int):
-    """The cached (predictions, features) of a model, or None to compute them (with a warning
-    when an entry exists but cannot be trusted)."""
+def _read_entry(entry: Path, spec: ModelSpec, num_stimuli: int) -> _Entry | None:
+    """A model's cached results (the layers its entry has), or None to compute them (with a
+    warning when an entry exists but cannot be trusted)."""
     manifest_path = entry / "entry.json"
     if not manifest_path.exists():
         return None
@@ -207,32 +239,33 @@ def _read_entry(entry: Path, spec: ModelSpec, num_stimuli: int):
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("model") != _fingerprint(spec):
             raise ValueError("the model's source or options changed")
-        arrays = []
-        for layer in _LAYERS:
-            path = entry / f"{layer}.npy"
-            if _sha256(path) != manifest["files"][layer]["sha256"]:
+        arrays = {}
+        for name, record in manifest["files"].items():
+            path = entry / f"{name}.npy"
+            if _sha256(path) != record["sha256"]:
                 raise ValueError(f"{path.name} does not match its checksum")
             array = np.load(path, allow_pickle=False)
             if array.shape[0] != num_stimuli:
                 raise ValueError(f"{path.name} has {array.shape[0]} stimuli, expected {num_stimuli}")
-            arrays.append(array)
-        arrays.append(int(manifest["num_classes"]))
+            arrays[name] = array
+        features = {name.removeprefix("features-"): a for name, a in arrays.items() if name.startswith("features-")}
+        return _Entry(arrays["predictions"], features, int(manifest["num_classes"]))
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as error:
         warnings.warn(f"cache entry {entry} cannot be used ({error}); recomputing model {spec.name!r}",
                       RuntimeWarning, stacklevel=3)
         return None
-    return tuple(arrays)
 
 
-def _write_entry(entry: Path, spec: ModelSpec, arrays) -> None:
+def _write_entry(entry: Path, spec: ModelSpec, result: _Entry) -> None:
     entry.mkdir(parents=True, exist_ok=True)
     (entry / "entry.json").unlink(missing_ok=True)  # the entry is incomplete until the manifest is back
+    arrays = {"predictions": result.predictions, **{f"features-{k}": v for k, v in result.features.items()}}
     files = {}
-    for layer, array in zip(_LAYERS, arrays[:2]):
-        path = entry / f"{layer}.npy"
+    for name, array in arrays.items():
+        path = entry / f"{name}.npy"
         _atomic_write(path, lambda f, a=array: np.save(f, a, allow_pickle=False))
-        files[layer] = {"shape": list(array.shape), "dtype": str(array.dtype), "sha256": _sha256(path)}
-    manifest = {"model": _fingerprint(spec), "files": files, "num_classes": arrays[2]}
+        files[name] = {"shape": list(array.shape), "dtype": str(array.dtype), "sha256": _sha256(path)}
+    manifest = {"model": _fingerprint(spec), "num_classes": result.num_classes, "files": files}
     _atomic_write(entry / "entry.json", lambda f: f.write(json.dumps(manifest, indent=2).encode()))
 
 
@@ -245,4 +278,4 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(temporary, path)
 
 
-__all__ = ["Extraction", "check_images", "extract", "preprocess_images", "stimulus_set_id"]
+__all__ = ["DEFAULT_LAYERS", "Extraction", "check_images", "extract", "preprocess_images", "stimulus_set_id"]

@@ -62,8 +62,8 @@ def direct(spec, images):
     """Call the model as a user would, without the engine: one batch, no padding, no sharding."""
     loaded = load_model(spec)
     model = nnx.merge(loaded.forward.graphdef, loaded.params)
-    logits, features = model(preprocess_images(jnp.asarray(images), loaded.preprocess))
-    return np.asarray(jnp.argmax(logits, -1)), np.asarray(features)
+    logits, layers = model(preprocess_images(jnp.asarray(images), loaded.preprocess))
+    return np.asarray(jnp.argmax(logits, -1)), {name: np.asarray(f) for name, f in layers.items()}
 
 
 def test_read_zoo(zoo_file):
@@ -122,8 +122,9 @@ def test_load_model_bad_sources(tmp_path):
 @pytest.mark.parametrize("architecture", list(VARIANTS))
 def test_native_tiny_variants_map_images_to_logits_and_features(architecture):
     model, preprocess = build_native(architecture, "tiny", num_classes=7, seed=3)
-    logits, features = model(jnp.zeros((2, preprocess.size, preprocess.size, 3)))
-    assert logits.shape == (2, 7) and features.ndim == 2 and features.shape[0] == 2
+    logits, layers = model(jnp.zeros((2, preprocess.size, preprocess.size, 3)))
+    assert logits.shape == (2, 7) and list(layers)[-1] == "penultimate" and len(layers) >= 3
+    assert all(f.ndim == 2 and f.shape[0] == 2 for f in layers.values())
     again, _ = build_native(architecture, "tiny", num_classes=7, seed=3)
     np.testing.assert_array_equal(nnx.state(model, nnx.Param)["head"]["kernel"][...],
                                   nnx.state(again, nnx.Param)["head"]["kernel"][...])
@@ -145,9 +146,9 @@ def test_extract_equals_calling_each_model_directly(zoo_file, images, tmp_path):
     assert result.models == ["conv-a", "vit-a", "mixer-a"] and result.predictions.shape == (3, 37)
     assert result.num_classes == [10, 10, 10]
     for m, spec in enumerate(zoo):
-        top1, features = direct(spec, images)
+        top1, layers = direct(spec, images)
         np.testing.assert_array_equal(result.predictions[m], top1)
-        np.testing.assert_allclose(result.features[m], features, atol=2e-5)
+        np.testing.assert_allclose(result.features["penultimate"][m], layers["penultimate"], atol=2e-5)
         assert result.images_per_second[spec.name] > 0
 
 
@@ -158,7 +159,7 @@ def test_four_devices_equal_one(zoo_file, images, tmp_path, devices):
     four = extract(zoo, images, cache_dir=tmp_path / "four", batch_size=12, mesh=Mesh(np.array(devices), ("batch",)),
                    progress=False)
     np.testing.assert_array_equal(four.predictions, one.predictions)
-    for a, b in zip(four.features, one.features):
+    for a, b in zip(four.features["penultimate"], one.features["penultimate"]):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
@@ -174,12 +175,12 @@ def test_rerun_uses_the_cache_and_recomputes_a_corrupt_entry(zoo_file, images, t
     np.testing.assert_array_equal(again.predictions, first.predictions)
     # Truncate one model's features: detected by its checksum, recomputed with a warning.
     entry = next(tmp_path.glob("*/vit-a"))
-    data = (entry / "features.npy").read_bytes()
-    (entry / "features.npy").write_bytes(data[: len(data) // 2])
+    data = (entry / "features-penultimate.npy").read_bytes()
+    (entry / "features-penultimate.npy").write_bytes(data[: len(data) // 2])
     with pytest.warns(RuntimeWarning, match="vit-a.*does not match its checksum"):
         repaired = extract(zoo, images, cache_dir=tmp_path, batch_size=16, progress=False)
     assert loads == ["vit-a"]
-    np.testing.assert_array_equal(repaired.features[1], first.features[1])
+    np.testing.assert_array_equal(repaired.features["penultimate"][1], first.features["penultimate"][1])
     # A model whose options change is not served from the old entry.
     changed = [spec._replace(options={**spec.options, "seed": 9}) if spec.name == "conv-a" else spec for spec in zoo]
     with pytest.warns(RuntimeWarning, match="source or options changed"):
@@ -209,7 +210,7 @@ def test_killed_run_resumes_with_identical_results(tmp_path, images):
     assert resumed.images_per_second["conv-a"] is None and resumed.images_per_second["vit-a"] is None
     clean = extract(read_zoo(zoo), images, cache_dir=tmp_path / "clean", batch_size=16, progress=False)
     np.testing.assert_array_equal(resumed.predictions, clean.predictions)
-    for a, b in zip(resumed.features, clean.features):
+    for a, b in zip(resumed.features["penultimate"], clean.features["penultimate"]):
         np.testing.assert_array_equal(a, b)
 
 
@@ -225,10 +226,10 @@ def test_cli_extract_writes_what_agreement_and_cka_read(zoo_file, images, tmp_pa
     table = read_predictions(out / "predictions.npz")
     assert table.models == ["conv-a", "vit-a", "mixer-a"] and table.stimuli[:2] == ["img0", "img1"]
     np.testing.assert_array_equal(table.labels, labels)
-    features = read_features(out / "features")
+    features = read_features(out / "features" / "penultimate")
     assert sorted(features.models) == ["conv-a", "mixer-a", "vit-a"]
     assert main(["agreement", str(out / "predictions.npz"), "--out", str(tmp_path / "agree"), "--k", "5"]) == 0
-    assert main(["cka", str(out / "features"), "--out", str(tmp_path / "cka")]) == 0
+    assert main(["cka", str(out / "features" / "penultimate"), "--out", str(tmp_path / "cka")]) == 0
     assert (tmp_path / "agree" / "summary.json").exists() and (tmp_path / "cka" / "cka.csv").exists()
     main(["extract", "--zoo", str(zoo_file), "--stimuli", str(tmp_path / "images.npz"), "--out", str(out),
           "--no-progress"])
@@ -317,7 +318,8 @@ def test_hf_checkpoints_through_the_inventory_equal_calling_them_directly(hf_zoo
         pixels = jnp.transpose(preprocess_images(jnp.asarray(images), loaded.preprocess), (0, 3, 1, 2))
         if spec.options["task"] == "features":
             model = tf.FlaxCLIPVisionModel.from_pretrained(folder / "clip")
-            np.testing.assert_allclose(result.features[m], np.asarray(model(pixels).pooler_output), atol=2e-5)
+            np.testing.assert_allclose(result.features["penultimate"][m], np.asarray(model(pixels).pooler_output),
+                                       atol=2e-5)
             assert (result.predictions[m] == -1).all() and result.num_classes[m] == 0
             continue
         model = tf.FlaxAutoModelForImageClassification.from_pretrained(spec.source[3:])
@@ -327,7 +329,11 @@ def test_hf_checkpoints_through_the_inventory_equal_calling_them_directly(hf_zoo
         params = model.params.get("params", model.params)
         head = jax.tree.leaves(params["classifier"])
         kernel, bias = (h for h in sorted(head, key=lambda h: -h.ndim))
-        np.testing.assert_allclose(result.features[m] @ np.asarray(kernel) + np.asarray(bias), logits, atol=1e-4)
+        penultimate = result.features["penultimate"][m]
+        np.testing.assert_allclose(penultimate @ np.asarray(kernel) + np.asarray(bias), logits, atol=1e-4)
+        # Hidden states are offered as pooled layers too, and match HF's own.
+        hidden = model(pixels, output_hidden_states=True).hidden_states
+        assert loaded.layers[:-1] == tuple(f"hidden_states.{i}" for i in range(len(hidden)))
     # Preprocessing from the processor config (conv nets) or the model config (ViT).
     assert load_model(zoo[2]).preprocess.size == 32 and load_model(zoo[2]).preprocess.mean == (0.5, 0.5, 0.5)
     assert load_model(zoo[0]).preprocess.size == 32
@@ -367,3 +373,36 @@ def test_hf_checkpoints_of_one_architecture_share_a_compiled_forward(hf_zoo):
     assert load_model(zoo[0]).forward == load_model(zoo[0]).forward
     assert hash(load_model(zoo[0]).forward) == hash(load_model(zoo[0]).forward)
     assert load_model(zoo[0]).forward != load_model(zoo[1]).forward
+
+
+def test_named_layers_match_the_model_and_are_added_to_cached_entries(zoo_file, images, tmp_path, monkeypatch):
+    import jaxagree.pipeline as pipeline
+
+    zoo = read_zoo(zoo_file)
+    vit = [spec for spec in zoo if spec.name == "vit-a"]
+    first = extract(vit, images, cache_dir=tmp_path, batch_size=16, progress=False)
+    loads = []
+    monkeypatch.setattr(pipeline, "load_model", lambda spec: loads.append(spec.name) or load_model(spec))
+    both = extract(vit, images, cache_dir=tmp_path, layers=["block1", "penultimate"], batch_size=16, progress=False)
+    assert loads == ["vit-a"]  # the cached entry lacked block1: the model ran again
+    _, layers = direct(vit[0], images)
+    np.testing.assert_allclose(both.features["block1"][0], layers["block1"], atol=2e-5)
+    np.testing.assert_array_equal(both.features["penultimate"][0], first.features["penultimate"][0])
+    extract(vit, images, cache_dir=tmp_path, layers=["block1"], batch_size=16, progress=False)
+    assert loads == ["vit-a"]  # now both layers are cached
+    with pytest.raises(ValueError, match="model 'vit-a' has no layer\\(s\\) 'block9'; its layers: block1, block2, "
+                                         "penultimate"):
+        extract(vit, images, cache_dir=tmp_path, layers=["block9"], batch_size=16, progress=False)
+
+
+def test_cli_extract_layers(zoo_file, images, tmp_path, capsys):
+    np.savez(tmp_path / "images.npz", images=images)
+    out = tmp_path / "out"
+    code = main(["extract", "--zoo", str(zoo_file), "--stimuli", str(tmp_path / "images.npz"), "--out", str(out),
+                 "--batch-size", "16", "--no-progress", "--layers", "penultimate"])
+    assert code == 0 and sorted(p.name for p in (out / "features").iterdir()) == ["penultimate"]
+    code = main(["extract", "--zoo", str(zoo_file), "--stimuli", str(tmp_path / "images.npz"), "--out", str(out),
+                 "--no-progress", "--layers", "stage1"])
+    # conv-a has a stage1; vit-a does not, and the message lists what it has.
+    assert code != 0
+    assert "model 'vit-a' has no layer(s) 'stage1'; its layers: block1, block2, penultimate" in capsys.readouterr().err

@@ -41,6 +41,9 @@ class HfForward:
         return hash(self._key)
 
     def __call__(self, params, images):
+        """``(logits or None, layers)``: ``layers`` maps ``hidden_states.K`` (the model's hidden
+        states, pooled: mean over tokens, or over space for conv nets) and ``penultimate`` to
+        ``[batch, dim]``."""
         import flax.linen as nn
 
         # The HF wrappers take NCHW and transpose to NHWC before their module: the module
@@ -49,9 +52,9 @@ class HfForward:
         # Models with batch norm (ResNet, RegNet) keep {"params", "batch_stats"}; others the params alone.
         variables = params if "params" in params else {"params": params}
         if self.task == "features":
-            outputs = self.module.apply(variables, pixel_values, deterministic=True)
+            outputs = self.module.apply(variables, pixel_values, deterministic=True, output_hidden_states=True)
             pooled = outputs.pooler_output
-            return None, pooled.reshape(pooled.shape[0], -1)
+            return None, {**_pooled(outputs.hidden_states), "penultimate": pooled.reshape(pooled.shape[0], -1)}
         captured = {}
 
         def capture_head_input(next_fun, args, kwargs, context):
@@ -60,11 +63,21 @@ class HfForward:
             return next_fun(*args, **kwargs)
 
         with nn.intercept_methods(capture_head_input):
-            logits = self.module.apply(variables, pixel_values, deterministic=True).logits
+            outputs = self.module.apply(variables, pixel_values, deterministic=True, output_hidden_states=True)
         if "features" not in captured:
             raise ValueError("this checkpoint has no module named 'classifier'; use task = \"features\"")
         features = captured["features"]
-        return logits, features.reshape(features.shape[0], -1)
+        penultimate = features.reshape(features.shape[0], -1)
+        return outputs.logits, {**_pooled(outputs.hidden_states), "penultimate": penultimate}
+
+
+def _pooled(hidden_states) -> dict:
+    """Token mean of ``[batch, tokens, dim]``; spatial mean of conv maps, which HF Flax returns
+    as ``[batch, channels, height, width]`` (the PyTorch layout)."""
+    pooled = {}
+    for index, state in enumerate(hidden_states or ()):
+        pooled[f"hidden_states.{index}"] = state.mean(axis=(2, 3)) if state.ndim == 4 else state.mean(axis=1)
+    return pooled
 
 
 def load_hf(name: str, location: str, options: dict) -> tuple[HfForward, Any, Preprocess, int]:

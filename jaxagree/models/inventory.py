@@ -64,8 +64,9 @@ class ModelSpec(NamedTuple):
 
 
 class LoadedModel(NamedTuple):
-    """A model ready to run: ``forward(params, images) -> (logits or None, features)`` on
-    normalised images ``float32 [batch, size, size, 3]``.
+    """A model ready to run: ``forward(params, images) -> (logits or None, layers)`` on
+    normalised images ``float32 [batch, size, size, 3]``; ``layers`` maps layer names to pooled
+    ``[batch, dim]`` representations and always has ``"penultimate"``.
 
     Attributes:
       spec: its inventory entry.
@@ -73,6 +74,7 @@ class LoadedModel(NamedTuple):
       params: the weights (a pytree).
       preprocess: how its images are prepared.
       num_classes: the number of classes it predicts (0: a backbone without predictions).
+      layers: the layer names it offers, from the input to ``"penultimate"``.
     """
 
     spec: ModelSpec
@@ -80,6 +82,7 @@ class LoadedModel(NamedTuple):
     params: Any
     preprocess: Preprocess
     num_classes: int
+    layers: tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +93,9 @@ class NnxForward:
     graphdef: Any
 
     def __call__(self, params, images):
-        return nnx.merge(self.graphdef, params)(images)
+        logits, features = nnx.merge(self.graphdef, params)(images)
+        # A user model may return one feature array: it is the penultimate layer.
+        return logits, features if isinstance(features, dict) else {"penultimate": features}
 
 
 def read_zoo(path: str | Path) -> list[ModelSpec]:
@@ -156,7 +161,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         from jaxagree.models.huggingface import load_hf
 
         forward, params, preprocess, num_classes = load_hf(spec.name, rest, spec.options)
-        return LoadedModel(spec, forward, params, preprocess, num_classes)
+        return LoadedModel(spec, forward, params, preprocess, num_classes, _layer_names(forward, params, preprocess))
     if kind == "native":
         architecture, _, variant = rest.partition("/")
         allowed = {"seed", "num_classes"}
@@ -178,5 +183,11 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     graphdef, state = nnx.split(module)
     forward = NnxForward(graphdef)
     size = preprocess.size
-    logits, _ = jax.eval_shape(forward, state, jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
-    return LoadedModel(spec, forward, state, preprocess, int(logits.shape[-1]))
+    logits, layers = jax.eval_shape(forward, state, jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+    return LoadedModel(spec, forward, state, preprocess, int(logits.shape[-1]), tuple(layers))
+
+
+def _layer_names(forward, params, preprocess: Preprocess) -> tuple[str, ...]:
+    size = preprocess.size
+    _, layers = jax.eval_shape(forward, params, jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+    return tuple(layers)

@@ -2,8 +2,11 @@
 variants from a tiny one for tests to ImageNet-sized ones.
 
 Every model maps normalised images ``float32 [batch, size, size, 3]`` to
-``(logits [batch, classes], features [batch, dim])``; the features are the penultimate
-representation, pooled (global average for conv nets and mixers, the class token for ViTs).
+``(logits [batch, classes], layers)``: ``layers`` maps layer names to pooled representations
+``[batch, dim]``, in order from the input, ending with ``"penultimate"`` (what the head sees:
+global average for conv nets and mixers, the class token for ViTs). Intermediate layers are
+pooled the same way: ``stage1, stage2, ...`` for conv nets, ``block1, block2, ...`` for ViTs
+(class token) and mixers (token mean).
 Weights are random (from ``seed``): the zoo is for pipelines, tests and benchmarks, and for
 users who train their own.
 """
@@ -48,13 +51,15 @@ class ConvNet(nnx.Module):
         self.norm = nnx.GroupNorm(previous, num_groups=min(8, previous), rngs=rngs)
         self.head = nnx.Linear(previous, num_classes, rngs=rngs)
 
-    def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, images: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         x = self.stem(images)
-        for blocks in self.stages:
+        layers = {}
+        for index, blocks in enumerate(self.stages, 1):
             for block in blocks:
                 x = block(x)
-        features = jax.nn.relu(self.norm(x)).mean(axis=(1, 2))
-        return self.head(features), features
+            layers[f"stage{index}"] = x.mean(axis=(1, 2))
+        layers["penultimate"] = jax.nn.relu(self.norm(x)).mean(axis=(1, 2))
+        return self.head(layers["penultimate"]), layers
 
 
 class _ResidualBlock(nnx.Module):
@@ -88,15 +93,17 @@ class ViT(nnx.Module):
         self.norm = nnx.LayerNorm(dim, rngs=rngs)
         self.head = nnx.Linear(dim, num_classes, rngs=rngs)
 
-    def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, images: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         x = self.patch(images)
         x = x.reshape(x.shape[0], -1, x.shape[-1])
         cls = jnp.broadcast_to(self.cls[...], (x.shape[0], 1, x.shape[-1]))
         x = jnp.concatenate([cls, x], axis=1) + self.position[...]
-        for block in self.blocks:
+        layers = {}
+        for index, block in enumerate(self.blocks, 1):
             x = block(x)
-        features = self.norm(x)[:, 0]
-        return self.head(features), features
+            layers[f"block{index}"] = x[:, 0]
+        layers["penultimate"] = self.norm(x)[:, 0]
+        return self.head(layers["penultimate"]), layers
 
 
 class _TransformerBlock(nnx.Module):
@@ -133,13 +140,15 @@ class MlpMixer(nnx.Module):
         self.norm = nnx.LayerNorm(dim, rngs=rngs)
         self.head = nnx.Linear(dim, num_classes, rngs=rngs)
 
-    def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, images: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         x = self.patch(images)
         x = x.reshape(x.shape[0], -1, x.shape[-1])
-        for block in self.blocks:
+        layers = {}
+        for index, block in enumerate(self.blocks, 1):
             x = block(x)
-        features = self.norm(x).mean(axis=1)
-        return self.head(features), features
+            layers[f"block{index}"] = x.mean(axis=1)
+        layers["penultimate"] = self.norm(x).mean(axis=1)
+        return self.head(layers["penultimate"]), layers
 
 
 class _MixerBlock(nnx.Module):
