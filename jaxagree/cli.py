@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         "an unknown name lists the model's layers",
     )
     extract.add_argument("--no-progress", action="store_true", help="no progress bars")
+    extract.add_argument(
+        "--distributed", action="store_true",
+        help="several processes (jax.distributed): models split across them, outputs written by process 0; "
+        "implied by JAX_COORDINATOR_ADDRESS (with JAX_NUM_PROCESSES and JAX_PROCESS_ID); "
+        "auto-detected on Slurm, Open MPI and TPU pods",
+    )
 
     demo = commands.add_parser("demo", help="the whole analysis offline on a generated example")
     demo.add_argument("--out", type=Path, default=Path("demo-output"), metavar="DIR")
@@ -147,8 +153,31 @@ def _run_cka(args) -> int:
     return 0
 
 
+def _start_distributed() -> None:
+    """``jax.distributed.initialize`` from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID when set (else JAX's own cluster detection), CPU collectives over gloo."""
+    import os
+
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    environment = {
+        "coordinator_address": os.environ.get("JAX_COORDINATOR_ADDRESS"),
+        "num_processes": os.environ.get("JAX_NUM_PROCESSES"),
+        "process_id": os.environ.get("JAX_PROCESS_ID"),
+    }
+    jax.distributed.initialize(**{k: (v if k == "coordinator_address" else int(v))
+                                  for k, v in environment.items() if v is not None})
+
+
 def _run_extract(args) -> int:
+    import os
+
     import numpy as np
+
+    if args.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        _start_distributed()
+    import jax
 
     from jaxagree.io import PredictionTable, read_images, save_predictions
     from jaxagree.models import read_zoo
@@ -159,6 +188,8 @@ def _run_extract(args) -> int:
     layers = [name.strip() for name in args.layers.split(",") if name.strip()]
     result = extract(zoo, stimuli.images, cache_dir=args.out / "cache", layers=layers, batch_size=args.batch_size,
                      progress=not args.no_progress)
+    if jax.process_index() != 0:
+        return 0  # process 0 writes the outputs
     predicting = {c for c in result.num_classes if c > 0}  # 0: a backbone, features only
     if len(predicting) > 1:
         sizes = ", ".join(f"{m}: {c}" for m, c in zip(result.models, result.num_classes))

@@ -12,6 +12,11 @@ Cache layout (plain ``.npy``, readable without jaxagree)::
     CACHE/STIMULUS_SET/MODEL/features-LAYER.npy    float32 [stimuli, dim], one per layer asked for
     CACHE/STIMULUS_SET/MODEL/entry.json            shapes, SHA-256 of each file, the model's source
 
+Several processes (``jax.distributed``): each process runs its share of the models (process
+``i`` of ``P`` takes models ``i, i + P, ...``) on its own devices and writes them to the cache,
+which must be on a file system all processes see; after a barrier every process reads the whole
+zoo's results from it.
+
 Layers are named by the model (:attr:`jaxagree.models.LoadedModel.layers`); ``penultimate``
 (the pooled input of the classification head) is the default. Asking for a layer that a cached
 model lacks runs that model again and adds the layer to its entry.
@@ -102,7 +107,7 @@ def extract(
       cache_dir: where finished models are kept; a rerun skips them.
       layers: the layers whose pooled features to keep (see each model's ``layers``).
       batch_size: images per step over all devices (rounded up to a multiple of the devices).
-      mesh: device mesh for data parallelism (default: every device when there are several).
+      mesh: device mesh for data parallelism (default: every local device when there are several).
       progress: show progress bars (images/s per model, models done for the zoo).
     """
     from tqdm.auto import tqdm
@@ -110,17 +115,17 @@ def extract(
     images = check_images(images)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if mesh is None and len(jax.devices()) > 1:
-        mesh = Mesh(np.array(jax.devices()), ("batch",))
+    if mesh is None and len(jax.local_devices()) > 1:
+        mesh = Mesh(np.array(jax.local_devices()), ("batch",))
     devices = 1 if mesh is None else mesh.devices.size
     batch_size = -(-batch_size // devices) * devices
     layers = tuple(dict.fromkeys(layers))
     if not layers:
         raise ValueError("layers is empty; ask for at least one (e.g. 'penultimate')")
     set_dir = Path(cache_dir) / stimulus_set_id(images)
-    predictions, classes, rates = [], [], {}
-    features: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
-    for spec in tqdm(zoo, desc="zoo", unit="model", disable=not progress):
+    processes, index = jax.process_count(), jax.process_index()
+    results, rates = {}, {}
+    for spec in tqdm(zoo[index::processes], desc="zoo", unit="model", disable=not progress):
         entry = set_dir / spec.name
         cached = _read_entry(entry, spec, images.shape[0])
         missing = [layer for layer in layers if cached is None or layer not in cached.features]
@@ -139,11 +144,22 @@ def extract(
             cached = computed
         else:
             rates[spec.name] = None
-        predictions.append(cached.predictions)
-        classes.append(cached.num_classes)
-        for layer in layers:
-            features[layer].append(cached.features[layer])
-    return Extraction([s.name for s in zoo], np.stack(predictions), features, classes, rates)
+        results[spec.name] = cached
+    if processes > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"jaxagree extract {set_dir.name}")
+        for spec in zoo:
+            if spec.name not in results:
+                results[spec.name] = _read_entry(set_dir / spec.name, spec, images.shape[0])
+                rates[spec.name] = None
+                if results[spec.name] is None or not set(layers) <= set(results[spec.name].features):
+                    raise ValueError(f"model {spec.name!r}: another process's results are not in {set_dir}; "
+                                     "with several processes the cache must be on a shared file system")
+    ordered = [results[spec.name] for spec in zoo]
+    features = {layer: [r.features[layer] for r in ordered] for layer in layers}
+    return Extraction([s.name for s in zoo], np.stack([r.predictions for r in ordered]), features,
+                      [r.num_classes for r in ordered], {s.name: rates[s.name] for s in zoo})
 
 
 class _Entry(NamedTuple):
