@@ -445,3 +445,10 @@ def test_two_processes_equal_one(zoo_file, images, tmp_path):
     for name in one.models:
         np.testing.assert_array_equal(np.load(tmp_path / "two" / "features" / "penultimate" / f"{name}.npy"),
                                       np.load(tmp_path / "one" / "features" / "penultimate" / f"{name}.npy"))
+
+
+def test_curated_imagenet_zoo_reads():
+    """The curated hub zoo parses (its checkpoints are not downloaded in tests)."""
+    zoo = read_zoo(ROOT / "zoos" / "imagenet.toml")
+    assert {s.family for s in zoo} == {"conv", "attention"} and all(s.source.startswith("hf:") for s in zoo)
+    assert all("params_m" in s.metadata for s in zoo)
