@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         "extract",
         help="predictions and features of every model of a zoo on a stimulus set (cached, resumable)",
         description="SOURCE: npz:PATH (or a .npz/.npy path) holding images uint8 [stimuli, height, width, 3], "
-        "optionally labels int [stimuli] and ids [stimuli].",
+        "optionally labels int [stimuli] and ids [stimuli]; or synthetic:squares?n=1000&size=224&square=16&count=2"
+        "&min_sep=30&max_sep=150&contrast=0.5&background=0.5&seed=0.",
     )
     extract.add_argument("--zoo", type=Path, required=True, metavar="ZOO", help="zoo.toml inventory")
     extract.add_argument("--stimuli", required=True, metavar="SOURCE")

@@ -410,8 +410,14 @@ class ImageSet(NamedTuple):
 
 def read_images(source: str | os.PathLike) -> ImageSet:
     """Read an image array: ``npz:PATH`` or a ``.npz``/``.npy`` path. An ``.npz`` holds
-    ``images`` and optionally ``labels`` and ``ids``; an ``.npy`` holds the images alone."""
+    ``images`` and optionally ``labels`` and ``ids``; an ``.npy`` holds the images alone.
+    ``synthetic:NAME?params`` generates a probe (:func:`jaxagree.data.synthetic.synthetic_images`)."""
     text = str(source)
+    if text.startswith("synthetic:"):
+        from jaxagree.data.synthetic import synthetic_images
+
+        images, ids = synthetic_images(text)
+        return ImageSet(images, None, ids)
     path = Path(text[4:] if text.startswith("npz:") else text)
     if path.suffix.lower() not in (".npz", ".npy"):
         raise ValueError(f"{source}: expected npz:PATH or a .npz/.npy file of images")

@@ -1,0 +1,89 @@
+"""Synthetic probes: deterministic per key, and the images have the parameters they claim
+(squares measured in the pixels)."""
+
+import math
+
+import jax
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from jaxagree.cli import main
+from jaxagree.data import squares
+from jaxagree.io import read_images, read_predictions
+
+
+def measured_squares(image: np.ndarray, background: int) -> list[tuple[int, int, int, int]]:
+    """(top, left, height, width) of each connected patch that differs from the background."""
+    labels, count = ndimage.label(image[:, :, 0] != background)
+    boxes = ndimage.find_objects(labels)
+    return [(b[0].start, b[1].start, b[0].stop - b[0].start, b[1].stop - b[1].start) for b in boxes[:count]]
+
+
+@pytest.mark.parametrize("num_squares, size, square", [(2, 64, 6), (3, 96, 8), (4, 128, 5)])
+def test_squares_have_the_claimed_sizes_spacings_and_intensities(num_squares, size, square):
+    low = (square + 2) * math.sqrt(2)
+    high = (size - square) / (num_squares - 1)
+    probe = squares(jax.random.key(num_squares), 60, image_size=size, square_size=square, num_squares=num_squares,
+                    separation=(low, high), contrast=-0.3, background=0.6)
+    assert probe.images.shape == (60, size, size, 3) and probe.images.dtype == np.uint8
+    assert ((probe.separations >= low) & (probe.separations <= high)).all()
+    background, foreground = round(0.6 * 255), round(0.3 * 255)
+    for image, spacing, corners in zip(probe.images, probe.separations, probe.corners):
+        assert set(np.unique(image)) == {background, foreground}
+        np.testing.assert_array_equal(image[..., 0], image[..., 2])  # grey: three equal channels
+        found = measured_squares(image, background)
+        assert len(found) == num_squares  # none overlap or touch
+        assert all(h == square and w == square for _, _, h, w in found)
+        assert sorted((t, left) for t, left, _, _ in found) == sorted(map(tuple, corners.tolist()))
+        # Neighbours in the row are `spacing` apart, up to placing each square on whole pixels.
+        centres = corners + square / 2
+        gaps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
+        np.testing.assert_allclose(gaps, spacing, atol=math.sqrt(2) + 1e-6)
+
+
+def test_squares_are_deterministic_per_key():
+    a = squares(jax.random.key(3), 20, image_size=48, square_size=4)
+    b = squares(jax.random.key(3), 20, image_size=48, square_size=4)
+    c = squares(jax.random.key(4), 20, image_size=48, square_size=4)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert not np.array_equal(a.images, c.images)
+    # Spacings cover their range (default: from (square + 2) * sqrt(2) to what fits).
+    wide = squares(jax.random.key(5), 400, image_size=48, square_size=4)
+    assert wide.separations.min() < 12 and wide.separations.max() > 38
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_squares": 1}, "at least 2"),
+        ({"square_size": 64}, "square_size must be in"),
+        ({"separation": (5.0, 20.0)}, "could touch or overlap"),
+        ({"separation": (20.0, 80.0)}, "largest spacing that fits"),
+        ({"contrast": 0.6, "background": 0.5}, "must be in"),
+        ({"contrast": 0.0}, "contrast non-zero"),
+    ],
+)
+def test_squares_bad_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        squares(jax.random.key(0), 4, **{"image_size": 64, "square_size": 8, **kwargs})
+
+
+def test_synthetic_source_string_and_extract(tmp_path, capsys):
+    source = "synthetic:squares?n=12&size=32&square=4&count=2&min_sep=9&max_sep=20&contrast=0.4&seed=7"
+    first, again = read_images(source), read_images(source)
+    np.testing.assert_array_equal(first.images, again.images)
+    assert first.images.shape == (12, 32, 32, 3) and first.ids[0] == "squares-7-000000" and first.labels is None
+    with pytest.raises(ValueError, match="unknown parameter"):
+        read_images("synthetic:squares?n=4&colour=red")
+    with pytest.raises(ValueError, match="unknown synthetic probe 'circles'"):
+        read_images("synthetic:circles?n=4")
+    with pytest.raises(ValueError, match="give both min_sep and max_sep"):
+        read_images("synthetic:squares?n=4&min_sep=12")
+    zoo = tmp_path / "zoo.toml"
+    zoo.write_text('[[model]]\nname = "c"\nsource = "native:convnet/tiny"\nfamily = "conv"\nnum_classes = 10\n'
+                   '[[model]]\nname = "v"\nsource = "native:vit/tiny"\nfamily = "attention"\nnum_classes = 10\n')
+    assert main(["extract", "--zoo", str(zoo), "--stimuli", source, "--out", str(tmp_path / "out"),
+                 "--no-progress"]) == 0
+    table = read_predictions(tmp_path / "out" / "predictions.npz")
+    assert table.predictions.shape == (2, 12) and table.stimuli[-1] == "squares-7-000011"
