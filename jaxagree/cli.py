@@ -154,35 +154,18 @@ def _run_cka(args) -> int:
     return 0
 
 
-def _start_distributed() -> None:
-    """``jax.distributed.initialize`` from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
-    JAX_PROCESS_ID when set (else JAX's own cluster detection), CPU collectives over gloo."""
-    import os
-
-    import jax
-
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    environment = {
-        "coordinator_address": os.environ.get("JAX_COORDINATOR_ADDRESS"),
-        "num_processes": os.environ.get("JAX_NUM_PROCESSES"),
-        "process_id": os.environ.get("JAX_PROCESS_ID"),
-    }
-    jax.distributed.initialize(**{k: (v if k == "coordinator_address" else int(v))
-                                  for k, v in environment.items() if v is not None})
-
-
 def _run_extract(args) -> int:
     import os
 
-    import numpy as np
-
     if args.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        _start_distributed()
+        from jaxagree.sharding import start_distributed
+
+        start_distributed()
     import jax
 
-    from jaxagree.io import PredictionTable, read_images, save_predictions
+    from jaxagree.io import read_images
     from jaxagree.models import read_zoo
-    from jaxagree.pipeline import extract
+    from jaxagree.pipeline import extract, write_extraction
 
     zoo = read_zoo(args.zoo)
     stimuli = read_images(args.stimuli)
@@ -191,19 +174,7 @@ def _run_extract(args) -> int:
                      progress=not args.no_progress)
     if jax.process_index() != 0:
         return 0  # process 0 writes the outputs
-    predicting = {c for c in result.num_classes if c > 0}  # 0: a backbone, features only
-    if len(predicting) > 1:
-        sizes = ", ".join(f"{m}: {c}" for m, c in zip(result.models, result.num_classes))
-        raise ValueError(f"models predict different numbers of classes ({sizes}); agreement needs one label space")
-    categories = [str(c) for c in range(max(predicting, default=1))]
-    table = PredictionTable(result.predictions, stimuli.labels, result.models, stimuli.ids, categories)
-    written = [save_predictions(args.out / "predictions.npz", table)]
-    for layer, arrays in result.features.items():
-        folder = args.out / "features" / layer
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, features in zip(result.models, arrays):
-            written.append(folder / f"{name}.npy")
-            np.save(written[-1], features, allow_pickle=False)
+    written = write_extraction(result, stimuli, args.out)
     for name in result.models:
         rate = result.images_per_second[name]
         print(f"{name}: " + ("cached" if rate is None else f"{rate:,.1f} images/s"))

@@ -170,6 +170,30 @@ class _Entry(NamedTuple):
     num_classes: int
 
 
+def write_extraction(result: Extraction, stimuli, out: str | os.PathLike) -> list[Path]:
+    """Write what ``jaxagree agreement`` and ``jaxagree cka`` read: ``OUT/predictions.npz``
+    (models x stimuli, with the stimuli's ids and labels) and ``OUT/features/LAYER/MODEL.npy``.
+    ``stimuli``: the :class:`jaxagree.io.ImageSet` the result came from. Returns the paths."""
+    from jaxagree.io import PredictionTable, save_predictions
+
+    out = Path(out)
+    predicting = {c for c in result.num_classes if c > 0}  # 0: a backbone, features only
+    if len(predicting) > 1:
+        sizes = ", ".join(f"{m}: {c}" for m, c in zip(result.models, result.num_classes))
+        raise ValueError(f"models predict different numbers of classes ({sizes}); agreement needs one label space")
+    categories = [str(c) for c in range(max(predicting, default=1))]
+    out.mkdir(parents=True, exist_ok=True)
+    table = PredictionTable(result.predictions, stimuli.labels, result.models, stimuli.ids, categories)
+    written = [save_predictions(out / "predictions.npz", table)]
+    for layer, arrays in result.features.items():
+        folder = out / "features" / layer
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, features in zip(result.models, arrays):
+            written.append(folder / f"{name}.npy")
+            np.save(written[-1], features, allow_pickle=False)
+    return written
+
+
 def _run_model(
     loaded: LoadedModel, images: np.ndarray, layers: tuple[str, ...], batch_size: int, mesh: Mesh | None,
     progress: bool,
@@ -294,4 +318,7 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(temporary, path)
 
 
-__all__ = ["DEFAULT_LAYERS", "Extraction", "check_images", "extract", "preprocess_images", "stimulus_set_id"]
+__all__ = [
+    "DEFAULT_LAYERS", "Extraction", "check_images", "extract", "preprocess_images", "stimulus_set_id",
+    "write_extraction",
+]

@@ -23,4 +23,21 @@ def device_local(carry, device_axes: tuple[str, ...] | None):
     return carry if device_axes is None else jax.lax.pcast(carry, device_axes, to="varying")
 
 
-__all__ = ["stimulus_mesh"]
+def start_distributed() -> None:
+    """``jax.distributed.initialize`` for several processes: from JAX_COORDINATOR_ADDRESS,
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID when set, else JAX's own cluster detection (Slurm, Open
+    MPI, TPU pods). CPU collectives go over gloo. Call it before any other JAX work."""
+    import os
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    settings = {
+        "coordinator_address": os.environ.get("JAX_COORDINATOR_ADDRESS"),
+        "num_processes": os.environ.get("JAX_NUM_PROCESSES"),
+        "process_id": os.environ.get("JAX_PROCESS_ID"),
+    }
+    jax.distributed.initialize(
+        **{k: (v if k == "coordinator_address" else int(v)) for k, v in settings.items() if v is not None}
+    )
+
+
+__all__ = ["start_distributed", "stimulus_mesh"]
