@@ -95,6 +95,21 @@ def parse_args(argv, description: str):
     return parser.parse_args(argv)
 
 
+def publish_device(name: str, body: str, out: Path, *, save: bool) -> str:
+    """A device script's report: a title, the machine and date, ``body``; written to
+    ``out/NAME-device-DATE-BACKEND.md`` when ``save``."""
+    info = machine()
+    header = " · ".join(f"{k}: {v}" for k, v in info.items())
+    text = f"# {name} on the device\n\n{header}\n\n{body}"
+    print(text)
+    if save:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{name}-device-{info['date']}-{info['backend']}.md"
+        path.write_text(text)
+        print(f"wrote {path}")
+    return text
+
+
 def peer_available(module: str) -> bool:
     """Whether a peer package imports; says so when it does not (its columns stay empty)."""
     try:

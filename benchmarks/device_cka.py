@@ -29,9 +29,9 @@ import numpy as np
 import jaxagree as ja
 
 try:
-    from benchmarks.common import machine, markdown_table
+    from benchmarks.common import markdown_table, publish_device
 except ImportError:  # run as a script from the benchmarks folder
-    from common import machine, markdown_table
+    from common import markdown_table, publish_device
 
 PRECISIONS = ("float32", "tensorfloat32", "bfloat16")
 MODELS = (500, 750, 1000)
@@ -133,7 +133,6 @@ def main(argv=None) -> str:
         ("share", "share of the matmul rate at that precision", ".0%"), ("features_gb", "features (GB)", ".1f"),
         ("peak_gb", "device peak memory (GB)", ".1f"), ("compile_s", "first-call overhead (s)", ".2f"),
     ]
-    info = machine()
     table = markdown_table(rows, columns)
     notes = (
         "\n\nmatmul rate (square " + ("1024" if args.quick else "8192") + " products) in TFLOP/s: "
@@ -143,15 +142,7 @@ def main(argv=None) -> str:
         + ", ".join(f"{p} {e:.1e}" for p, e in errors.items())
         + ".\nDevice peak memory is the process's running peak; cases run from smallest to largest.\n"
     )
-    header = " · ".join(f"{k}: {v}" for k, v in info.items())
-    text = f"# cka on the device\n\n{header}\n\n{table}{notes}"
-    print(text)
-    if not args.quick:
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"cka-device-{info['date']}-{info['backend']}.md"
-        path.write_text(text)
-        print(f"wrote {path}")
-    return text
+    return publish_device("cka", table + notes, args.out, save=not args.quick)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ from pathlib import Path
 
 try:
     from benchmarks.bench_extract import CASES, COLUMNS, QUICK_IMAGES, measure
-    from benchmarks.common import machine, markdown_table, matmul_rate
+    from benchmarks.common import markdown_table, matmul_rate, publish_device
 except ImportError:  # run as a script from the benchmarks folder
     from bench_extract import CASES, COLUMNS, QUICK_IMAGES, measure
-    from common import machine, markdown_table, matmul_rate
+    from common import markdown_table, matmul_rate, publish_device
 
 IMAGES, BATCH = 4096, 256
 
@@ -29,19 +29,11 @@ def main(argv=None) -> str:
     rate = matmul_rate(1024 if args.quick else 8192)
     count, batch = (QUICK_IMAGES, 4) if args.quick else (IMAGES, BATCH)
     rows = measure({name: count for name in CASES}, quick=args.quick, batch=batch, rate=rate)
-    info = machine()
-    header = " · ".join(f"{k}: {v}" for k, v in info.items())
-    text = (
-        f"# extract on the device\n\n{header}\n\n{markdown_table(rows, COLUMNS)}\n\nbatch {batch}; float32 "
-        f"matmul rate (square products) measured in this run: {rate / 1e12:.1f} TFLOP/s.\n"
+    body = (
+        f"{markdown_table(rows, COLUMNS)}\n\nbatch {batch}; float32 matmul rate (square products) measured in "
+        f"this run: {rate / 1e12:.1f} TFLOP/s.\n"
     )
-    print(text)
-    if not args.quick:
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"extract-device-{info['date']}-{info['backend']}.md"
-        path.write_text(text)
-        print(f"wrote {path}")
-    return text
+    return publish_device("extract", body, args.out, save=not args.quick)
 
 
 if __name__ == "__main__":
