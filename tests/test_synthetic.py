@@ -9,7 +9,8 @@ import pytest
 from scipy import ndimage
 
 from jaxagree.cli import main
-from jaxagree.data import squares
+from jaxagree.data import SHAPES, local_global, squares
+from jaxagree.data.synthetic import _shape_mask
 from jaxagree.io import read_images, read_predictions
 
 
@@ -87,3 +88,47 @@ def test_synthetic_source_string_and_extract(tmp_path, capsys):
                  "--no-progress"]) == 0
     table = read_predictions(tmp_path / "out" / "predictions.npz")
     assert table.predictions.shape == (2, 12) and table.stimuli[-1] == "squares-7-000011"
+
+
+@pytest.mark.parametrize("congruent", [False, True])
+def test_local_global_figures_have_the_claimed_global_and_local_shapes(congruent):
+    size, grid = 81, 7
+    probe = local_global(jax.random.key(1), 80, image_size=size, grid=grid, contrast=-0.6, background=0.9,
+                         congruent=congruent)
+    cell = size // (grid + 2)
+    margin = (size - grid * cell) // 2
+    assert probe.images.shape == (80, size, size, 3)
+    if congruent:
+        np.testing.assert_array_equal(probe.global_shape, probe.local_shape)
+    else:
+        assert (probe.global_shape != probe.local_shape).all()
+    assert set(probe.global_shape.tolist()) == set(range(len(SHAPES)))  # every form is drawn
+    background = round(0.9 * 255)
+    for image, outer, inner in zip(probe.images, probe.global_shape, probe.local_shape):
+        ink = image[..., 0] != background
+        figure = ink[margin : margin + grid * cell, margin : margin + grid * cell]
+        assert ink.sum() == figure.sum()  # nothing outside the figure
+        cells = figure.reshape(grid, cell, grid, cell).transpose(0, 2, 1, 3)
+        # The global form: which cells hold an element.
+        np.testing.assert_array_equal(cells.any(axis=(2, 3)), _shape_mask(SHAPES[outer], grid))
+        # The local form: every element is the same small shape, with a 1-pixel gap around it.
+        element = np.pad(_shape_mask(SHAPES[inner], cell - 2), 1)
+        for r, c in zip(*np.nonzero(cells.any(axis=(2, 3)))):
+            np.testing.assert_array_equal(cells[r, c], element)
+
+
+def test_local_global_deterministic_bad_parameters_and_source():
+    a = local_global(jax.random.key(2), 10, image_size=64, grid=5)
+    np.testing.assert_array_equal(a.images, local_global(jax.random.key(2), 10, image_size=64, grid=5).images)
+    with pytest.raises(ValueError, match="grid >= 5"):
+        local_global(jax.random.key(0), 4, image_size=64, grid=3)
+    with pytest.raises(ValueError, match="pixels per cell"):
+        local_global(jax.random.key(0), 4, image_size=40, grid=7)
+    with pytest.raises(ValueError, match="contrast non-zero"):
+        local_global(jax.random.key(0), 4, contrast=0.0)
+    images = read_images("synthetic:local_global?n=6&size=64&grid=5&congruent=1&seed=3")
+    assert images.images.shape == (6, 64, 64, 3)
+    shape = images.ids[0].split("-")[-1]
+    assert images.ids[0].startswith("local_global-3-000000-") and images.ids[0].endswith(f"{shape}-{shape}")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        read_images("synthetic:local_global?n=6&square=4")

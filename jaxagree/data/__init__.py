@@ -1,5 +1,5 @@
 """Stimulus sources. So far: synthetic probes (:mod:`jaxagree.data.synthetic`)."""
 
-from jaxagree.data.synthetic import Squares, squares, synthetic_images
+from jaxagree.data.synthetic import SHAPES, LocalGlobal, Squares, local_global, squares, synthetic_images
 
-__all__ = ["Squares", "squares", "synthetic_images"]
+__all__ = ["SHAPES", "LocalGlobal", "Squares", "local_global", "squares", "synthetic_images"]

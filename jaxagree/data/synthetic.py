@@ -1,6 +1,10 @@
 """Synthetic probes generated in JAX from a PRNG key (deterministic per key, ``vmap`` over
 stimuli).
 
+``local_global``: Navon figures: a large shape (the global form) drawn on a grid of cells, each
+filled cell holding a small shape (the local element); global and local shapes are drawn
+independently, so a model's choice tells which level it follows.
+
 ``squares``: the paper's probe for local (convolutional) against global (attention) processing:
 identical squares on a uniform background, placed apart at random distances. ``num_squares``
 squares sit in a row at a spacing drawn uniformly from ``separation`` (centre to centre, in
@@ -114,6 +118,117 @@ def _render(keys, low, high, *, image_size, square_size, num_squares, contrast, 
     return jax.vmap(one)(keys)
 
 
+SHAPES = ("square", "cross", "x", "ring")
+
+
+def _shape_mask(shape: str, n: int) -> np.ndarray:
+    """An ``n x n`` boolean mask of one of :data:`SHAPES` (outline square, plus, diagonal cross,
+    ring), with strokes about ``n / 5`` wide."""
+    index = np.arange(n)
+    rows, cols = index[:, None], index[None, :]
+    stroke = max(1, round(n / 5))
+    centre = (n - 1) / 2
+    if shape == "square":
+        return (rows < stroke) | (rows >= n - stroke) | (cols < stroke) | (cols >= n - stroke)
+    if shape == "cross":
+        return (np.abs(rows - centre) < stroke / 2 + 0.01) | (np.abs(cols - centre) < stroke / 2 + 0.01)
+    if shape == "x":
+        return (np.abs(rows - cols) < stroke / 2 + 0.5) | (np.abs(rows + cols - (n - 1)) < stroke / 2 + 0.5)
+    radius = np.hypot(rows - centre, cols - centre)
+    return (radius <= n / 2) & (radius >= n / 2 - stroke)
+
+
+class LocalGlobal(NamedTuple):
+    """Attributes:
+    images: ``uint8 [stimuli, size, size, 3]``.
+    global_shape: ``int32 [stimuli]`` index into :data:`SHAPES` of the large form.
+    local_shape: ``int32 [stimuli]`` index into :data:`SHAPES` of the small elements.
+    """
+
+    images: np.ndarray
+    global_shape: np.ndarray
+    local_shape: np.ndarray
+
+
+def local_global(
+    key: jax.Array,
+    num_stimuli: int,
+    *,
+    image_size: int = 224,
+    grid: int = 7,
+    contrast: float = -0.5,
+    background: float = 1.0,
+    congruent: bool = False,
+) -> LocalGlobal:
+    """Navon figures: a ``grid x grid`` global shape whose filled cells hold a local shape.
+
+    Args:
+      key: a ``jax.random`` key; the same key gives the same images.
+      num_stimuli: number of images.
+      image_size: side of the images; the figure is centred, ``grid * cell`` pixels wide with
+        ``cell = image_size // (grid + 2)``.
+      grid: cells per side of the global form (at least 5).
+      contrast: element intensity minus background, in [-1, 1] (0-1 intensity units).
+      background: background intensity in [0, 1].
+      congruent: global and local shapes equal (else drawn independently, and different).
+    """
+    cell = image_size // (grid + 2)
+    if grid < 5 or cell < 5:
+        raise ValueError(f"need grid >= 5 and image_size // (grid + 2) >= 5 pixels per cell; "
+                         f"got grid={grid}, cell={cell}")
+    if num_stimuli < 1:
+        raise ValueError(f"num_stimuli must be positive, got {num_stimuli}")
+    if not (0 <= background <= 1 and 0 <= background + contrast <= 1 and contrast != 0):
+        raise ValueError(f"background={background} and background + contrast={background + contrast} must be in "
+                         "[0, 1], and contrast non-zero")
+    global_masks = jnp.asarray(np.stack([_shape_mask(s, grid) for s in SHAPES]))
+    # Each element leaves a 1-pixel gap to its neighbours, as in Navon's figures.
+    local_masks = jnp.asarray(np.stack([np.pad(_shape_mask(s, cell - 2), 1) for s in SHAPES]))
+    keys = jax.random.split(key, num_stimuli)
+    images, outer, inner = _render_local_global(keys, global_masks, local_masks, image_size=image_size,
+                                                contrast=float(contrast), background=float(background),
+                                                congruent=congruent)
+    return LocalGlobal(np.asarray(images), np.asarray(outer), np.asarray(inner))
+
+
+@partial(jax.jit, static_argnames=("image_size", "congruent"))
+def _render_local_global(keys, global_masks, local_masks, *, image_size, contrast, background, congruent):
+    shapes, grid = global_masks.shape[:2]
+    cell = local_masks.shape[1]
+    margin = (image_size - grid * cell) // 2
+
+    def one(key):
+        outer_key, inner_key = jax.random.split(key)
+        outer = jax.random.randint(outer_key, (), 0, shapes)
+        # Incongruent: the local shape is any of the others, uniformly.
+        inner = outer if congruent else (outer + jax.random.randint(inner_key, (), 1, shapes)) % shapes
+        figure = jnp.kron(global_masks[outer].astype(jnp.int32), local_masks[inner].astype(jnp.int32)) > 0
+        canvas = jnp.zeros((image_size, image_size), bool)
+        canvas = jax.lax.dynamic_update_slice(canvas, figure, (margin, margin))
+        level = jnp.where(canvas, background + contrast, background)
+        image = jnp.round(level * 255).astype(jnp.uint8)
+        return jnp.broadcast_to(image[:, :, None], (image_size, image_size, 3)), outer, inner
+
+    return jax.vmap(one)(keys)
+
+
+def _local_global_images(source: str, params: dict[str, str]) -> tuple[np.ndarray, list[str]]:
+    known = set(_LOCAL_GLOBAL_PARAMS) | {"seed"}
+    unknown = set(params) - known
+    if unknown:
+        raise ValueError(f"{source}: unknown parameter(s) {sorted(unknown)}; known: {sorted(known)}")
+    try:
+        kwargs = {_LOCAL_GLOBAL_PARAMS[k][0]: _LOCAL_GLOBAL_PARAMS[k][1](v) for k, v in params.items() if k != "seed"}
+        seed = int(params.get("seed", 0))
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
+    kwargs.setdefault("num_stimuli", 1000)
+    probe = local_global(jax.random.key(seed), **kwargs)
+    ids = [f"local_global-{seed}-{i:06d}-{SHAPES[g]}-{SHAPES[k]}"
+           for i, (g, k) in enumerate(zip(probe.global_shape, probe.local_shape))]
+    return probe.images, ids
+
+
 def parse_synthetic(source: str) -> tuple[str, dict[str, str]]:
     """``synthetic:NAME?key=value&...`` -> (NAME, {key: value})."""
     body = source.removeprefix("synthetic:")
@@ -133,12 +248,22 @@ _SQUARES_PARAMS = {
 }
 
 
+_LOCAL_GLOBAL_PARAMS = {
+    "n": ("num_stimuli", int), "size": ("image_size", int), "grid": ("grid", int), "contrast": ("contrast", float),
+    "background": ("background", float), "congruent": ("congruent", lambda v: bool(int(v))),
+}
+
+
 def synthetic_images(source: str) -> tuple[np.ndarray, list[str]]:
     """Images and ids of a ``synthetic:`` source, e.g.
-    ``synthetic:squares?n=1000&size=224&square=16&count=2&min_sep=30&max_sep=150&contrast=0.5&seed=0``."""
+    ``synthetic:squares?n=1000&size=224&square=16&count=2&min_sep=30&max_sep=150&contrast=0.5&seed=0`` or
+    ``synthetic:local_global?n=1000&size=224&grid=7&congruent=0&seed=0`` (ids end with the global
+    and the local shape, e.g. ``local_global-0-000001-cross-ring``)."""
     name, params = parse_synthetic(source)
+    if name == "local_global":
+        return _local_global_images(source, params)
     if name != "squares":
-        raise ValueError(f"{source}: unknown synthetic probe {name!r}; known: squares")
+        raise ValueError(f"{source}: unknown synthetic probe {name!r}; known: squares, local_global")
     known = set(_SQUARES_PARAMS) | {"seed", "min_sep", "max_sep"}
     unknown = set(params) - known
     if unknown:
@@ -156,4 +281,4 @@ def synthetic_images(source: str) -> tuple[np.ndarray, list[str]]:
     return probe.images, [f"squares-{seed}-{i:06d}" for i in range(len(probe.images))]
 
 
-__all__ = ["Squares", "parse_synthetic", "squares", "synthetic_images"]
+__all__ = ["SHAPES", "LocalGlobal", "Squares", "local_global", "parse_synthetic", "squares", "synthetic_images"]
