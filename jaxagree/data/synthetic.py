@@ -81,14 +81,18 @@ def squares(
             f"separation ({low}, {high}) must satisfy low <= high <= (image_size - square_size) / "
             f"(num_squares - 1) = {fits:.2f}, the largest spacing that fits at every angle"
         )
-    if not (0 <= background <= 1 and 0 <= background + contrast <= 1 and contrast != 0):
-        raise ValueError(f"background={background} and background + contrast={background + contrast} must be in "
-                         "[0, 1], and contrast non-zero")
+    _check_intensities(background, contrast)
     keys = jax.random.split(key, num_stimuli)
     images, spacing, corners = _render(keys, float(low), float(high), image_size=image_size,
                                        square_size=square_size, num_squares=num_squares,
                                        contrast=float(contrast), background=float(background))
     return Squares(np.asarray(images), np.asarray(spacing), np.asarray(corners))
+
+
+def _check_intensities(background: float, contrast: float) -> None:
+    if not (0 <= background <= 1 and 0 <= background + contrast <= 1 and contrast != 0):
+        raise ValueError(f"background={background} and background + contrast={background + contrast} must be in "
+                         "[0, 1], and contrast non-zero")
 
 
 @partial(jax.jit, static_argnames=("image_size", "square_size", "num_squares"))
@@ -178,9 +182,7 @@ def local_global(
                          f"got grid={grid}, cell={cell}")
     if num_stimuli < 1:
         raise ValueError(f"num_stimuli must be positive, got {num_stimuli}")
-    if not (0 <= background <= 1 and 0 <= background + contrast <= 1 and contrast != 0):
-        raise ValueError(f"background={background} and background + contrast={background + contrast} must be in "
-                         "[0, 1], and contrast non-zero")
+    _check_intensities(background, contrast)
     global_masks = jnp.asarray(np.stack([_shape_mask(s, grid) for s in SHAPES]))
     # Each element leaves a 1-pixel gap to its neighbours, as in Navon's figures.
     local_masks = jnp.asarray(np.stack([np.pad(_shape_mask(s, cell - 2), 1) for s in SHAPES]))
@@ -212,23 +214,6 @@ def _render_local_global(keys, global_masks, local_masks, *, image_size, contras
     return jax.vmap(one)(keys)
 
 
-def _local_global_images(source: str, params: dict[str, str]) -> tuple[np.ndarray, list[str]]:
-    known = set(_LOCAL_GLOBAL_PARAMS) | {"seed"}
-    unknown = set(params) - known
-    if unknown:
-        raise ValueError(f"{source}: unknown parameter(s) {sorted(unknown)}; known: {sorted(known)}")
-    try:
-        kwargs = {_LOCAL_GLOBAL_PARAMS[k][0]: _LOCAL_GLOBAL_PARAMS[k][1](v) for k, v in params.items() if k != "seed"}
-        seed = int(params.get("seed", 0))
-    except ValueError as error:
-        raise ValueError(f"{source}: {error}") from None
-    kwargs.setdefault("num_stimuli", 1000)
-    probe = local_global(jax.random.key(seed), **kwargs)
-    ids = [f"local_global-{seed}-{i:06d}-{SHAPES[g]}-{SHAPES[k]}"
-           for i, (g, k) in enumerate(zip(probe.global_shape, probe.local_shape))]
-    return probe.images, ids
-
-
 def parse_synthetic(source: str) -> tuple[str, dict[str, str]]:
     """``synthetic:NAME?key=value&...`` -> (NAME, {key: value})."""
     body = source.removeprefix("synthetic:")
@@ -242,15 +227,13 @@ def parse_synthetic(source: str) -> tuple[str, dict[str, str]]:
     return name, params
 
 
-_SQUARES_PARAMS = {
-    "n": ("num_stimuli", int), "size": ("image_size", int), "square": ("square_size", int),
-    "count": ("num_squares", int), "contrast": ("contrast", float), "background": ("background", float),
-}
-
-
-_LOCAL_GLOBAL_PARAMS = {
-    "n": ("num_stimuli", int), "size": ("image_size", int), "grid": ("grid", int), "contrast": ("contrast", float),
-    "background": ("background", float), "congruent": ("congruent", lambda v: bool(int(v))),
+_COMMON = {"n": ("num_stimuli", int), "size": ("image_size", int), "contrast": ("contrast", float),
+           "background": ("background", float), "seed": ("seed", int)}
+# Each probe's query parameters: name -> (keyword, type).
+_PARAMS = {
+    "squares": {**_COMMON, "square": ("square_size", int), "count": ("num_squares", int),
+                "min_sep": ("min_sep", float), "max_sep": ("max_sep", float)},
+    "local_global": {**_COMMON, "grid": ("grid", int), "congruent": ("congruent", lambda v: bool(int(v)))},
 }
 
 
@@ -260,25 +243,28 @@ def synthetic_images(source: str) -> tuple[np.ndarray, list[str]]:
     ``synthetic:local_global?n=1000&size=224&grid=7&congruent=0&seed=0`` (ids end with the global
     and the local shape, e.g. ``local_global-0-000001-cross-ring``)."""
     name, params = parse_synthetic(source)
-    if name == "local_global":
-        return _local_global_images(source, params)
-    if name != "squares":
-        raise ValueError(f"{source}: unknown synthetic probe {name!r}; known: squares, local_global")
-    known = set(_SQUARES_PARAMS) | {"seed", "min_sep", "max_sep"}
-    unknown = set(params) - known
+    if name not in _PARAMS:
+        raise ValueError(f"{source}: unknown synthetic probe {name!r}; known: {', '.join(_PARAMS)}")
+    table = _PARAMS[name]
+    unknown = set(params) - set(table)
     if unknown:
-        raise ValueError(f"{source}: unknown parameter(s) {sorted(unknown)}; known: {sorted(known)}")
+        raise ValueError(f"{source}: unknown parameter(s) {sorted(unknown)}; known: {sorted(table)}")
     try:
-        kwargs = {_SQUARES_PARAMS[k][0]: _SQUARES_PARAMS[k][1](v) for k, v in params.items() if k in _SQUARES_PARAMS}
-        seed = int(params.get("seed", 0))
-        bounds = [float(params[k]) for k in ("min_sep", "max_sep") if k in params]
+        kwargs = {table[k][0]: table[k][1](v) for k, v in params.items()}
     except ValueError as error:
         raise ValueError(f"{source}: {error}") from None
+    key = jax.random.key(kwargs.pop("seed", 0))
+    kwargs.setdefault("num_stimuli", 1000)
+    prefix = f"{name}-{int(params.get('seed', 0))}"
+    if name == "local_global":
+        probe = local_global(key, **kwargs)
+        return probe.images, [f"{prefix}-{i:06d}-{SHAPES[g]}-{SHAPES[k]}"
+                              for i, (g, k) in enumerate(zip(probe.global_shape, probe.local_shape))]
+    bounds = [kwargs.pop(k) for k in ("min_sep", "max_sep") if k in kwargs]
     if len(bounds) == 1:
         raise ValueError(f"{source}: give both min_sep and max_sep, or neither")
-    kwargs.setdefault("num_stimuli", 1000)
-    probe = squares(jax.random.key(seed), separation=tuple(bounds) if bounds else None, **kwargs)
-    return probe.images, [f"squares-{seed}-{i:06d}" for i in range(len(probe.images))]
+    probe = squares(key, separation=tuple(bounds) if bounds else None, **kwargs)
+    return probe.images, [f"{prefix}-{i:06d}" for i in range(len(probe.images))]
 
 
 __all__ = ["SHAPES", "LocalGlobal", "Squares", "local_global", "parse_synthetic", "squares", "synthetic_images"]
