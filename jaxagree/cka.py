@@ -45,20 +45,30 @@ from jaxagree.sharding import device_local
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
-def _centre(x: Float[Array, "stimuli dim"]) -> Float[Array, "stimuli dim"]:
+class _Centred(NamedTuple):
+    centred: Float[Array, "stimuli dim"]  # the features minus their mean
+    first: Float[Array, " dim"]  # the first stimulus, the shift taken before averaging
+    mean: Float[Array, " dim"]  # mean of the shifted features: mean of x = first + mean
+    scale: Float[Array, ""]  # max-abs of ``centred``, 1 if the features are constant
+
+
+def _centre(x: Float[Array, "stimuli dim"]) -> _Centred:
     # Shifting by the first stimulus before averaging keeps float32 exact for constant features
     # and accurate when the mean is large against the spread.
-    shifted = x - x[:1]
-    return shifted - shifted.mean(axis=0, keepdims=True)
+    x = x.astype(jnp.float32)
+    shifted = x - x[0]
+    mean = shifted.mean(axis=0)
+    centred = shifted - mean
+    # CKA is scale invariant: unit max-abs features keep products clear of float32 under- and
+    # overflow (features of 1e-20 or 1e20 are not constant and must not look so).
+    scale = jnp.abs(centred).max()
+    return _Centred(centred, x[0], mean, jnp.where(scale > 0, scale, 1.0))
 
 
 def _prepare(x: Float[Array, "stimuli dim"]) -> Float[Array, "stimuli dim"]:
     """Centred features scaled to unit max-abs (all zero if constant)."""
-    xc = _centre(x.astype(jnp.float32))
-    # CKA is scale invariant: unit max-abs features keep products clear of float32 under- and
-    # overflow (features of 1e-20 or 1e20 are not constant and must not look so).
-    scale = jnp.abs(xc).max()
-    return xc / jnp.where(scale > 0, scale, 1.0)
+    centred = _centre(x)
+    return centred.centred / centred.scale
 
 
 _prepare_one = jax.jit(_prepare)
@@ -139,19 +149,14 @@ def _centring(features: Float[Array, "models stimuli dim"], debiased: bool) -> _
     keeping a prepared copy."""
 
     def one(x):
-        x = x.astype(jnp.float32)
-        shifted = x - x[:1]
-        mean = shifted.mean(axis=0)
-        centred = shifted - mean
-        scale = jnp.abs(centred).max()
-        scale = jnp.where(scale > 0, scale, 1.0)
+        centred, first, mean, scale = _centre(x)
         if not debiased:
-            return x[0], mean, scale, jnp.zeros(x.shape[0], jnp.float32)
+            return first, mean, scale, jnp.zeros(x.shape[0], jnp.float32)
         # U-centring of the Gram of centred features, in closed form: with the diagonal zeroed,
         # row i sums to -|x_i|^2, so the row (and column) offsets need only the norms.
         n = x.shape[0]
         row = -jnp.sum((centred / scale) ** 2, axis=1) / (n - 2)
-        return x[0], mean, scale, row - row.sum() / (2 * (n - 1))
+        return first, mean, scale, row - row.sum() / (2 * (n - 1))
 
     return _Centring(*jax.lax.map(one, features))
 
@@ -635,13 +640,6 @@ def _feature_path(
     return inner
 
 
-def gram_bytes(num_stimuli: int) -> int:
-    """Bytes of one float32 Gram matrix (for choosing ``max_bytes``)."""
-    return num_stimuli * num_stimuli * 4
-
-
-
-
 _ESTIMATORS = ("exact", "exact-debiased", "minibatch")
 
 
@@ -676,6 +674,7 @@ class CKAAccumulator:
         self.num_models = num_models
         self.estimator = estimator
         self.dims: list[int] | None = None
+        self._member_cache = None
         self.num_stimuli = 0
         self.num_batches = 0
         self._mean = None  # exact: float64 [D] mean of the stimuli so far (kept on the host)
@@ -706,7 +705,9 @@ class CKAAccumulator:
         return self
 
     def _member(self) -> jax.Array:
-        return jnp.asarray(_membership(self.dims))
+        if self._member_cache is None:  # built once, not sent to the device with every batch
+            self._member_cache = jnp.asarray(_membership(self.dims))
+        return self._member_cache
 
     def _merge_exact(self, mean: np.ndarray, sums: _CentredSums, count: int) -> None:
         """Pool stimuli whose sums are centred on ``mean`` into ours (Chan et al. 1979): both move
@@ -773,9 +774,7 @@ def _centred_sums(
     features: Float[Array, "batch dims"], member: Float[Array, "dims models"], debiased: bool
 ) -> tuple[Float[Array, " dims"], _CentredSums]:
     """The batch's mean relative to its first stimulus, and its sums centred on its mean."""
-    shifted = features - features[:1]  # large means cancel here, exactly where features are close
-    shift = shifted.mean(axis=0)
-    centred = shifted - shift
+    centred, _, shift, _ = _centre(features)
     cross = jnp.matmul(centred.T, centred, precision=_HIGHEST)
     if not debiased:
         empty = jnp.zeros((0, 0), jnp.float32)
@@ -825,7 +824,7 @@ def _move_centre(
 @jax.jit
 def _u_gram(x: Float[Array, "batch dim"]) -> Float[Array, "batch batch"]:
     """U-centred Gram of one batch (not normalised)."""
-    xc = _centre(x)
+    xc = _centre(x).centred
     return _u_centre(jnp.matmul(xc, xc.T, precision=_HIGHEST))
 
 
@@ -847,4 +846,4 @@ def _batch_hsic(grams: Float[Array, "models batch batch"]) -> Float[Array, "mode
     return jnp.matmul(flat, flat.T, precision=_HIGHEST) / (n * (n - 3))
 
 
-__all__ = ["CKAAccumulator", "cka_matrix", "gram_bytes", "linear_cka"]
+__all__ = ["CKAAccumulator", "cka_matrix", "linear_cka"]

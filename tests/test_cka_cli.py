@@ -454,13 +454,18 @@ def test_cli_cka_mismatched_stimulus_counts_with_stimuli(tmp_path, capsys, indic
     assert "jaxagree cka: error:" in err and "beta" in err.split("error:", 1)[1]
 
 
+def _gram_model_bytes() -> int:
+    return ja.cka._gram_model_bytes(NUM_STIMULI, max(f.shape[1] for f in FEATURES.values()), shards=4)
+
+
 @pytest.mark.parametrize("blocks", [1, 3])
 def test_cli_cka_max_bytes_tiling_gives_same_result(tmp_path, capsys, blocks):
     features = _npz(tmp_path / "f.npz")
     code, _, err = _run_cka(capsys, features, "--out", tmp_path / "whole")
     assert code == 0, err
-    # Two blocks of `blocks` Grams (float32, NUM_STIMULI^2) fit: 4 models -> tiles of `blocks` models.
-    max_bytes = 2 * blocks * ja.cka.gram_bytes(NUM_STIMULI)
+    # A budget of a few models' Gram blocks (per device: the CLI splits the work over the 4 test
+    # devices): the models, or the feature columns, are processed in several tiles.
+    max_bytes = 2 * blocks * _gram_model_bytes()
     code, _, err = _run_cka(capsys, features, "--out", tmp_path / "tiled", "--max-bytes", max_bytes)
     assert code == 0, err
     _, _, whole = _read_cka_csv(tmp_path / "whole" / "cka.csv")
@@ -479,7 +484,10 @@ def test_cli_cka_max_bytes_too_small_for_grams_uses_the_feature_path(tmp_path, c
     path = _npz(tmp_path / "f.npz")
     code, _, err = _run_cka(capsys, path, "--out", tmp_path / "whole")
     assert code == 0, err
-    no_grams = 2 * ja.cka.gram_bytes(NUM_STIMULI) - 1
+    # No room for a row and a column tile of Grams (and the 4 models do not fit one tile).
+    no_grams = 2 * _gram_model_bytes() - 1
+    dims = [f.shape[1] for f in FEATURES.values()]
+    assert ja.cka._choose_path(dims, NUM_STIMULI, no_grams, "auto", shards=4).name == "features"
     code, _, err = _run_cka(capsys, path, "--out", tmp_path / "small", "--max-bytes", no_grams)
     assert code == 0, err
     np.testing.assert_allclose(

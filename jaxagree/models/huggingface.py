@@ -80,8 +80,8 @@ def _pooled(hidden_states) -> dict:
     return pooled
 
 
-def load_hf(name: str, location: str, options: dict) -> tuple[HfForward, Any, Preprocess, int]:
-    """(forward, params, preprocess, num_classes) of a checkpoint; num_classes is 0 for backbones."""
+def load_hf(name: str, location: str, options: dict) -> tuple[HfForward, Any, Preprocess]:
+    """(forward, params, preprocess) of a checkpoint."""
     task = options.get("task", "classification")
     if task not in TASKS:
         raise ValueError(f"model {name!r}: task must be one of {TASKS}, got {task!r}")
@@ -110,9 +110,7 @@ def load_hf(name: str, location: str, options: dict) -> tuple[HfForward, Any, Pr
         )
         raise ValueError(f"model {name!r}: cannot load hf checkpoint {location!r}: {hint}. ({error})") from None
     vision_config = getattr(config, "vision_config", config)
-    num_classes = int(config.num_labels) if task == "classification" else 0
-    forward = HfForward(model.module, task, config)
-    return forward, model.params, _preprocess(location, vision_config), num_classes
+    return HfForward(model.module, task, config), model.params, _preprocess(location, vision_config)
 
 
 def _preprocess(location: str, config) -> Preprocess:

@@ -160,8 +160,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     if kind == "hf":
         from jaxagree.models.huggingface import load_hf
 
-        forward, params, preprocess, num_classes = load_hf(spec.name, rest, spec.options)
-        return LoadedModel(spec, forward, params, preprocess, num_classes, _layer_names(forward, params, preprocess))
+        return _loaded(spec, *load_hf(spec.name, rest, spec.options))
     if kind == "native":
         architecture, _, variant = rest.partition("/")
         allowed = {"seed", "num_classes"}
@@ -181,13 +180,12 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         if not isinstance(module, nnx.Module) or not isinstance(preprocess, Preprocess):
             raise ValueError(f"model {spec.name!r}: {rest} must return (flax.nnx.Module, Preprocess)")
     graphdef, state = nnx.split(module)
-    forward = NnxForward(graphdef)
-    size = preprocess.size
-    logits, layers = jax.eval_shape(forward, state, jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
-    return LoadedModel(spec, forward, state, preprocess, int(logits.shape[-1]), tuple(layers))
+    return _loaded(spec, NnxForward(graphdef), state, preprocess)
 
 
-def _layer_names(forward, params, preprocess: Preprocess) -> tuple[str, ...]:
+def _loaded(spec: ModelSpec, forward: Callable, params, preprocess: Preprocess) -> LoadedModel:
+    """The model with its class count and layer names, read from the forward's output shapes."""
     size = preprocess.size
-    _, layers = jax.eval_shape(forward, params, jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
-    return tuple(layers)
+    logits, layers = jax.eval_shape(forward, params, jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+    num_classes = 0 if logits is None else int(logits.shape[-1])
+    return LoadedModel(spec, forward, params, preprocess, num_classes, tuple(layers))
