@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import os
 import time
@@ -261,12 +262,10 @@ def _fingerprint(spec: ModelSpec) -> dict:
     return {"source": spec.source, "options": spec.options}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def _read_entry(entry: Path, spec: ModelSpec, num_stimuli: int) -> _Entry | None:
@@ -282,9 +281,10 @@ def _read_entry(entry: Path, spec: ModelSpec, num_stimuli: int) -> _Entry | None
         arrays = {}
         for name, record in manifest["files"].items():
             path = entry / f"{name}.npy"
-            if _sha256(path) != record["sha256"]:
+            data = path.read_bytes()  # read once: checked, then parsed from memory
+            if hashlib.sha256(data).hexdigest() != record["sha256"]:
                 raise ValueError(f"{path.name} does not match its checksum")
-            array = np.load(path, allow_pickle=False)
+            array = np.load(io.BytesIO(data), allow_pickle=False)
             if array.shape[0] != num_stimuli:
                 raise ValueError(f"{path.name} has {array.shape[0]} stimuli, expected {num_stimuli}")
             arrays[name] = array
@@ -302,17 +302,18 @@ def _write_entry(entry: Path, spec: ModelSpec, result: _Entry) -> None:
     arrays = {"predictions": result.predictions, **{f"features-{k}": v for k, v in result.features.items()}}
     files = {}
     for name, array in arrays.items():
-        path = entry / f"{name}.npy"
-        _atomic_write(path, lambda f, a=array: np.save(f, a, allow_pickle=False))
-        files[name] = {"shape": list(array.shape), "dtype": str(array.dtype), "sha256": _sha256(path)}
+        data = _npy_bytes(array)
+        _atomic_write(entry / f"{name}.npy", data)
+        digest = hashlib.sha256(data).hexdigest()
+        files[name] = {"shape": list(array.shape), "dtype": str(array.dtype), "sha256": digest}
     manifest = {"model": _fingerprint(spec), "num_classes": result.num_classes, "files": files}
-    _atomic_write(entry / "entry.json", lambda f: f.write(json.dumps(manifest, indent=2).encode()))
+    _atomic_write(entry / "entry.json", json.dumps(manifest, indent=2).encode())
 
 
-def _atomic_write(path: Path, write) -> None:
+def _atomic_write(path: Path, data: bytes) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with temporary.open("wb") as file:
-        write(file)
+        file.write(data)
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path)
