@@ -59,7 +59,7 @@ def make_features(num_models: int, num_stimuli: int, dim: int, seed: int = 0) ->
 
 
 def numpy_stacked_gram(features: np.ndarray) -> np.ndarray:
-    """Peer (a): float32 NumPy, Grams stacked, one product."""
+    """Peer (a): NumPy in the features' dtype (float32 here), Grams stacked, one product."""
     grams = []
     for x in features:
         xc = x - x.mean(0, keepdims=True)

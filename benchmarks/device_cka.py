@@ -29,8 +29,10 @@ import numpy as np
 import jaxagree as ja
 
 try:
+    from benchmarks.bench_cka import numpy_stacked_gram
     from benchmarks.common import markdown_table, publish_device
 except ImportError:  # run as a script from the benchmarks folder
+    from bench_cka import numpy_stacked_gram
     from common import markdown_table, publish_device
 
 PRECISIONS = ("float32", "tensorfloat32", "bfloat16")
@@ -53,16 +55,6 @@ def device_features(key, num_models: int, num_stimuli: int, dim: int) -> jax.Arr
 
     keys = jax.random.split(model_key, num_models)
     return jax.lax.map(lambda km: one(*km), (keys, jnp.arange(num_models)))
-
-
-def reference(features: np.ndarray) -> np.ndarray:
-    grams = []
-    for x in features.astype(np.float64):
-        xc = x - x.mean(0)
-        g = xc @ xc.T
-        grams.append((g / np.linalg.norm(g)).ravel())
-    stacked = np.stack(grams)
-    return stacked @ stacked.T
 
 
 def matmul_rates(size: int) -> dict[str, float]:
@@ -94,7 +86,7 @@ def main(argv=None) -> str:
     models, shapes = (QUICK_MODELS, QUICK_SHAPES) if args.quick else (MODELS, SHAPES)
 
     check = np.asarray(device_features(jax.random.key(0), 8, 64 if args.quick else 1000, 32))
-    expected = reference(check)
+    expected = numpy_stacked_gram(check.astype(np.float64))  # peer (a) of bench_cka, in float64
     errors = {p: float(np.abs(np.asarray(ja.cka_matrix(check, matmul_precision=p)) - expected).max())
               for p in PRECISIONS}
     print("max |error| vs float64:", errors, flush=True)
