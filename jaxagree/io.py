@@ -332,11 +332,7 @@ def _read_wide(path: Path, categories, num_categories) -> PredictionTable:
         raise ValueError(f"{path}: predictions is empty (shape {preds.shape})")
     models = _names(arrays.get("models"), num_models, "model_", path, "models")
     stimuli = _names(arrays.get("stimuli"), num_stimuli, "", path, "stimuli")
-    labels = arrays.get("labels")
-    if labels is not None:
-        if labels.shape != (num_stimuli,) or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"{path}: labels must be int [{num_stimuli}], got {labels.dtype} {labels.shape}")
-        labels = labels.astype(np.int32)
+    labels = _labels(arrays, num_stimuli, path)
     if categories is None and "categories" in arrays:
         categories = [str(c) for c in arrays["categories"].tolist()]
     if categories is not None:
@@ -362,6 +358,16 @@ def _read_wide(path: Path, categories, num_categories) -> PredictionTable:
             )
     names = list(categories) if categories is not None else [str(i) for i in range(num_categories)]
     return PredictionTable(preds.astype(np.int32), labels, models, stimuli, names)
+
+
+def _labels(arrays: dict, num_stimuli: int, path: Path) -> np.ndarray | None:
+    """The optional ``labels`` array of an ``.npz``: int32 ``[stimuli]``, or None."""
+    labels = arrays.get("labels")
+    if labels is None:
+        return None
+    if labels.shape != (num_stimuli,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{path}: labels must be int [{num_stimuli}], got {labels.dtype} {labels.shape}")
+    return labels.astype(np.int32)
 
 
 def _names(values, count: int, prefix: str, path: Path, field: str) -> list[str]:
@@ -433,12 +439,7 @@ def read_images(source: str | os.PathLike) -> ImageSet:
             f"{path}: images must be uint8 [stimuli, height, width, 3], got {images.dtype} {images.shape}"
         )
     num = images.shape[0]
-    labels = arrays.get("labels")
-    if labels is not None:
-        if labels.shape != (num,) or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"{path}: labels must be int [{num}], got {labels.dtype} {labels.shape}")
-        labels = labels.astype(np.int32)
-    return ImageSet(images, labels, _names(arrays.get("ids"), num, "", path, "ids"))
+    return ImageSet(images, _labels(arrays, num, path), _names(arrays.get("ids"), num, "", path, "ids"))
 
 
 # ---------------------------------------------------------------------------------------------
