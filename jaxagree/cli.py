@@ -15,6 +15,45 @@ def _positive_int(text: str) -> int:
     return value
 
 
+_SOURCES = (
+    "SOURCE: npz:PATH (or a .npz/.npy path) holding images uint8 [stimuli, height, width, 3], optionally "
+    "labels int [stimuli], ids [stimuli] and categories; folder:PATH, a folder of images (flat, or one "
+    "sub-folder per class); tfds:NAME[/CONFIG][:VERSION]:SPLIT, a prepared tensorflow-datasets dataset "
+    "(e.g. tfds:imagenet2012:validation, tfds:cifar10:test[:1000]); or synthetic:NAME?params, a generated "
+    "probe: squares?n=1000&size=224&square=16&count=2&min_sep=30&max_sep=150&contrast=0.5&background=0.5&seed=0, "
+    "local_global?n=1000&size=224&grid=7&congruent=0&seed=0, or "
+    "cue_conflict?shapes=SOURCE&textures=SOURCE&n=1000&size=224&cutoff=8&seed=0."
+)
+
+
+def _image_size(text: str) -> int | str | None:
+    if text in ("native", "auto"):
+        return None if text == "native" else text
+    return _positive_int(text)
+
+
+def _add_source_options(parser, data_dir_help: str = "the tensorflow-datasets data_dir for tfds: sources "
+                        "(default: $TFDS_DATA_DIR or ~/tensorflow_datasets)") -> None:
+    parser.add_argument("--data-dir", type=Path, metavar="DIR", help=data_dir_help)
+    parser.add_argument(
+        "--image-size", type=_image_size, default="auto", metavar="N|native",
+        help="bring decoded images to N x N (shorter side resized, centre crop; default 256 for folders and "
+        "TFDS sets of mixed sizes, native otherwise); 'native' keeps them as they are",
+    )
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="leave out (and list) folder images that cannot be read instead of stopping")
+
+
+def _open_stimuli(args):
+    from jaxagree.data import open_stimuli
+
+    stimuli = open_stimuli(args.stimuli if hasattr(args, "stimuli") else args.source, data_dir=args.data_dir,
+                           image_size=args.image_size, skip_bad=args.skip_bad)
+    for path, why in getattr(stimuli, "skipped", []):
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    return stimuli
+
+
 def _edges(text: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",")]
@@ -71,12 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
     extract = commands.add_parser(
         "extract",
         help="predictions and features of every model of a zoo on a stimulus set (cached, resumable)",
-        description="SOURCE: npz:PATH (or a .npz/.npy path) holding images uint8 [stimuli, height, width, 3], "
-        "optionally labels int [stimuli] and ids [stimuli]; or synthetic:squares?n=1000&size=224&square=16&count=2"
-        "&min_sep=30&max_sep=150&contrast=0.5&background=0.5&seed=0.",
+        description=_SOURCES,
     )
     extract.add_argument("--zoo", type=Path, required=True, metavar="ZOO", help="zoo.toml inventory")
     extract.add_argument("--stimuli", required=True, metavar="SOURCE")
+    _add_source_options(extract)
+    extract.add_argument(
+        "--label-space", metavar="SPACE",
+        help="predict within these categories: imagenet, objectnet, 16-class, or a mapping file "
+        "(.json {category: [classes]}, or .csv/.tsv with columns category,class)",
+    )
+    extract.add_argument(
+        "--decision", choices=("max", "mean"), default="max",
+        help="with --label-space: the category of the most probable class (max, default) or of the highest "
+        "mean probability over its classes (mean)",
+    )
     extract.add_argument("--out", type=Path, required=True, metavar="DIR")
     extract.add_argument("--batch-size", type=_positive_int, default=128, help="images per step over all devices")
     extract.add_argument(
@@ -91,6 +139,24 @@ def build_parser() -> argparse.ArgumentParser:
         "implied by JAX_COORDINATOR_ADDRESS (with JAX_NUM_PROCESSES and JAX_PROCESS_ID); "
         "auto-detected on Slurm, Open MPI and TPU pods",
     )
+
+    convert = commands.add_parser(
+        "convert", help="write a stimulus source as a TFDS dataset (ArrayRecord) for fast reuse: tfds:NAME:SPLIT",
+        description=_SOURCES,
+    )
+    convert.add_argument("source", metavar="SOURCE")
+    convert.add_argument("--name", required=True, help="the dataset's name (lower case, digits, _)")
+    convert.add_argument("--split", default="stimuli", help="the split to write (default: stimuli)")
+    _add_source_options(convert, data_dir_help="where to write the dataset (and to read tfds: sources from)")
+    convert.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    imagenet = commands.add_parser(
+        "prepare-imagenet",
+        help="write ILSVRC2012_img_val.tar as tfds' imagenet2012 validation split (no TensorFlow needed)",
+    )
+    imagenet.add_argument("archive", type=Path, metavar="ILSVRC2012_img_val.tar")
+    imagenet.add_argument("--data-dir", type=Path, required=True, metavar="DIR")
+    imagenet.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     demo = commands.add_parser("demo", help="the whole analysis offline on a generated example")
     demo.add_argument("--out", type=Path, default=Path("demo-output"), metavar="DIR")
@@ -163,15 +229,14 @@ def _run_extract(args) -> int:
         start_distributed()
     import jax
 
-    from jaxagree.io import read_images
     from jaxagree.models import read_zoo
     from jaxagree.pipeline import extract, write_extraction
 
     zoo = read_zoo(args.zoo)
-    stimuli = read_images(args.stimuli)
+    stimuli = _open_stimuli(args)
     layers = [name.strip() for name in args.layers.split(",") if name.strip()]
-    result = extract(zoo, stimuli.images, cache_dir=args.out / "cache", layers=layers, batch_size=args.batch_size,
-                     progress=not args.no_progress)
+    result = extract(zoo, stimuli, cache_dir=args.out / "cache", layers=layers, batch_size=args.batch_size,
+                     progress=not args.no_progress, label_space=args.label_space, decision=args.decision)
     if jax.process_index() != 0:
         return 0  # process 0 writes the outputs
     written = write_extraction(result, stimuli, args.out)
@@ -181,6 +246,12 @@ def _run_extract(args) -> int:
     folders = ", ".join(str(args.out / "features" / layer) for layer in result.features)
     print(f"wrote {written[0]} and {len(written) - 1} feature files in {folders}", file=sys.stderr)
     return 0
+
+
+def _default_data_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
 
 
 def _off_diagonal_mean(matrix) -> float:
@@ -206,6 +277,22 @@ def main(argv: list[str] | None = None) -> int:
             return _run_cka(args)
         if args.command == "extract":
             return _run_extract(args)
+        if args.command == "convert":
+            from jaxagree.data.convert import write_tfds
+
+            stimuli = _open_stimuli(args)
+            folder = write_tfds(stimuli, args.data_dir or _default_data_dir(), args.name, split=args.split,
+                                progress=not args.no_progress)
+            print(f"wrote {len(stimuli)} stimuli to {folder}; read them with --stimuli tfds:{args.name}:{args.split}"
+                  f" --data-dir {folder.parent.parent}", file=sys.stderr)
+            return 0
+        if args.command == "prepare-imagenet":
+            from jaxagree.data.convert import prepare_imagenet_validation
+
+            folder = prepare_imagenet_validation(args.archive, args.data_dir, progress=not args.no_progress)
+            print(f"wrote {folder}; read it with --stimuli tfds:imagenet2012:validation --data-dir {args.data_dir}",
+                  file=sys.stderr)
+            return 0
         if args.command == "demo":
             from jaxagree.demo import simulate_predictions
             from jaxagree.io import save_predictions

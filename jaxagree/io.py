@@ -397,52 +397,6 @@ def save_predictions(path: str | os.PathLike, table: PredictionTable) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Images
-
-
-class ImageSet(NamedTuple):
-    """Images of a stimulus set.
-
-    Attributes:
-      images: ``uint8 [stimuli, height, width, 3]``.
-      labels: ``int32 [stimuli]`` (-1 = unlabelled), or None.
-      ids: stimulus ids, one per image.
-    """
-
-    images: np.ndarray
-    labels: np.ndarray | None
-    ids: list[str]
-
-
-def read_images(source: str | os.PathLike) -> ImageSet:
-    """Read an image array: ``npz:PATH`` or a ``.npz``/``.npy`` path. An ``.npz`` holds
-    ``images`` and optionally ``labels`` and ``ids``; an ``.npy`` holds the images alone.
-    ``synthetic:NAME?params`` generates a probe (:func:`jaxagree.data.synthetic.synthetic_images`)."""
-    text = str(source)
-    if text.startswith("synthetic:"):
-        from jaxagree.data.synthetic import synthetic_images
-
-        images, ids = synthetic_images(text)
-        return ImageSet(images, None, ids)
-    path = Path(text[4:] if text.startswith("npz:") else text)
-    if path.suffix.lower() not in (".npz", ".npy"):
-        raise ValueError(f"{source}: expected npz:PATH or a .npz/.npy file of images")
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    loaded = _load_plain(path)
-    arrays = {"images": loaded} if isinstance(loaded, np.ndarray) else loaded
-    if "images" not in arrays:
-        raise ValueError(f"{path}: no 'images' array; found {', '.join(arrays) or 'nothing'}")
-    images = arrays["images"]
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(
-            f"{path}: images must be uint8 [stimuli, height, width, 3], got {images.dtype} {images.shape}"
-        )
-    num = images.shape[0]
-    return ImageSet(images, _labels(arrays, num, path), _names(arrays.get("ids"), num, "", path, "ids"))
-
-
-# ---------------------------------------------------------------------------------------------
 # Features
 
 

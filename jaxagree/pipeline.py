@@ -21,7 +21,17 @@ Layers are named by the model (:attr:`jaxagree.models.LoadedModel.layers`); ``pe
 (the pooled input of the classification head) is the default. Asking for a layer that a cached
 model lacks runs that model again and adds the layer to its entry.
 
-``STIMULUS_SET`` is a hash of the images, so a different image set never reuses an entry. Files
+Predictions within a label space (``label_space``, :mod:`jaxagree.data.labels`) are kept beside
+the top-1 class as ``predictions-SPACE-DECISION.npy``; SPACE is a hash of the mapping.
+
+Mid-set resume: while a model runs, what it has computed is written every ``checkpoint_seconds``
+to ``MODEL/partial/START-STOP.npz`` (atomically); a rerun reads the stimuli from the first one
+not yet done, through the source's random access, and the partial files go once the entry is
+written.
+
+``STIMULUS_SET`` is the source's fingerprint (a hash of the images for arrays; of the files,
+their sizes and times for folders; of the split's files for TFDS; always with the image size),
+so a different image set never reuses an entry. Files
 are written to a temporary name and renamed into place, ``entry.json`` last: an entry is either
 complete or absent. An entry whose files do not match ``entry.json`` (truncated, corrupted, or
 from a model whose source or options changed) is recomputed with a warning.
@@ -46,6 +56,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxagree.data.labels import DECISIONS, LabelSpace, decide, label_space, map_labels
+from jaxagree.data.sources import ArrayStimuli, Stimuli
 from jaxagree.models import LoadedModel, ModelSpec, Preprocess, load_model
 
 DEFAULT_LAYERS = ("penultimate",)
@@ -56,10 +68,12 @@ class Extraction(NamedTuple):
 
     Attributes:
       models: model names, in zoo order.
-      predictions: ``int32 [models, stimuli]`` top-1 class of each model.
+      predictions: ``int32 [models, stimuli]`` top-1 class of each model, or with a label space
+        its category there (-1: a backbone, which has no predictions).
       features: for each layer asked for, one ``float32 [stimuli, dim_m]`` array per model.
-      num_classes: per model, the number of classes its predictions index.
+      num_classes: per model, the number of classes its outputs have.
       images_per_second: per model, the rate of this run (None where the cache had it).
+      label_space: the label space of ``predictions``, or None for the models' own classes.
     """
 
     models: list[str]
@@ -67,55 +81,47 @@ class Extraction(NamedTuple):
     features: dict[str, list[np.ndarray]]
     num_classes: list[int]
     images_per_second: dict[str, float | None]
-
-
-def stimulus_set_id(images: np.ndarray) -> str:
-    """A short stable hash of an image array (shape, dtype and bytes)."""
-    digest = hashlib.sha256(f"{images.shape}{images.dtype}".encode())
-    flat = np.ascontiguousarray(images).reshape(-1).view(np.uint8)
-    for start in range(0, flat.size, 1 << 26):
-        digest.update(flat[start : start + (1 << 26)])
-    return digest.hexdigest()[:16]
-
-
-def check_images(images) -> np.ndarray:
-    """uint8 ``[stimuli, height, width, 3]`` or a clear error."""
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must have shape [stimuli, height, width, 3], got {images.shape}")
-    if images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 (0-255), got dtype {images.dtype}")
-    if images.shape[0] == 0:
-        raise ValueError("images is empty (0 stimuli)")
-    return images
+    label_space: LabelSpace | None = None
 
 
 def extract(
     zoo: Sequence[ModelSpec],
-    images: np.ndarray,
+    stimuli: Stimuli | np.ndarray,
     *,
     cache_dir: str | os.PathLike,
     layers: Sequence[str] = DEFAULT_LAYERS,
     batch_size: int = 128,
     mesh: Mesh | None = None,
     progress: bool = True,
+    label_space: LabelSpace | str | None = None,
+    decision: str = "max",
+    checkpoint_seconds: float = 60.0,
 ) -> Extraction:
-    """Predictions and features of every model of ``zoo`` on ``images``, cached per model.
+    """Predictions and features of every model of ``zoo`` on ``stimuli``, cached per model.
 
     Args:
       zoo: inventory entries (:func:`jaxagree.models.read_zoo`).
-      images: ``uint8 [stimuli, height, width, 3]``.
+      stimuli: a source (:func:`jaxagree.data.open_stimuli`) or ``uint8 [stimuli, height, width, 3]``.
       cache_dir: where finished models are kept; a rerun skips them.
       layers: the layers whose pooled features to keep (see each model's ``layers``).
       batch_size: images per step over all devices (rounded up to a multiple of the devices).
       mesh: device mesh for data parallelism (default: every local device when there are several).
       progress: show progress bars (images/s per model, models done for the zoo).
+      label_space: predict within these categories (:func:`jaxagree.data.labels.label_space`:
+        a shipped name or a mapping file) instead of the models' own classes.
+      decision: ``max`` or ``mean`` probability over a category's classes (see
+        :mod:`jaxagree.data.labels`).
+      checkpoint_seconds: how often a running model's partial results are saved for a
+        mid-set resume.
     """
     from tqdm.auto import tqdm
 
-    images = check_images(images)
+    if not isinstance(stimuli, Stimuli):
+        stimuli = ArrayStimuli(stimuli)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if decision not in DECISIONS:
+        raise ValueError(f"decision must be one of {DECISIONS}, got {decision!r}")
     if mesh is None and len(jax.local_devices()) > 1:
         mesh = Mesh(np.array(jax.local_devices()), ("batch",))
     devices = 1 if mesh is None else mesh.devices.size
@@ -123,24 +129,28 @@ def extract(
     layers = tuple(dict.fromkeys(layers))
     if not layers:
         raise ValueError("layers is empty; ask for at least one (e.g. 'penultimate')")
-    set_dir = Path(cache_dir) / stimulus_set_id(images)
+    set_dir = Path(cache_dir) / stimuli.fingerprint()
+    num_stimuli = len(stimuli)
     processes, index = jax.process_count(), jax.process_index()
     results, rates = {}, {}
     for spec in tqdm(zoo[index::processes], desc="zoo", unit="model", disable=not progress):
         entry = set_dir / spec.name
-        cached = _read_entry(entry, spec, images.shape[0])
-        missing = [layer for layer in layers if cached is None or layer not in cached.features]
-        if missing:
+        cached = _read_entry(entry, spec, num_stimuli)
+        if cached is None or not set(_output_names(layers, _space_for(label_space, spec, cached), decision)) <= set(
+                cached.arrays):
             loaded = load_model(spec)
+            space = _space_for(label_space, spec, loaded.num_classes)
+            missing = [layer for layer in layers if cached is None or f"features-{layer}" not in cached.arrays]
             unknown = [layer for layer in missing if layer not in loaded.layers]
             if unknown:
                 raise ValueError(f"model {spec.name!r} has no layer(s) {', '.join(map(repr, unknown))}; "
                                  f"its layers: {', '.join(loaded.layers)}")
             start = time.perf_counter()
-            computed = _run_model(loaded, images, tuple(missing), batch_size, mesh, progress)
-            rates[spec.name] = images.shape[0] / (time.perf_counter() - start)
+            computed, done_before = _run_model(loaded, stimuli, tuple(missing), batch_size, mesh, progress, space,
+                                               decision, entry, checkpoint_seconds)
+            rates[spec.name] = (num_stimuli - done_before) / (time.perf_counter() - start)
             if cached is not None:
-                computed = computed._replace(features={**cached.features, **computed.features})
+                computed = computed._replace(arrays={**cached.arrays, **computed.arrays})
             _write_entry(entry, spec, computed)
             cached = computed
         else:
@@ -152,39 +162,77 @@ def extract(
         multihost_utils.sync_global_devices(f"jaxagree extract {set_dir.name}")
         for spec in zoo:
             if spec.name not in results:
-                results[spec.name] = _read_entry(set_dir / spec.name, spec, images.shape[0])
+                results[spec.name] = _read_entry(set_dir / spec.name, spec, num_stimuli)
                 rates[spec.name] = None
-                if results[spec.name] is None or not set(layers) <= set(results[spec.name].features):
+                found = results[spec.name]
+                space = _space_for(label_space, spec, found)
+                if found is None or not set(_output_names(layers, space, decision)) <= set(found.arrays):
                     raise ValueError(f"model {spec.name!r}: another process's results are not in {set_dir}; "
                                      "with several processes the cache must be on a shared file system")
     ordered = [results[spec.name] for spec in zoo]
-    features = {layer: [r.features[layer] for r in ordered] for layer in layers}
-    return Extraction([s.name for s in zoo], np.stack([r.predictions for r in ordered]), features,
-                      [r.num_classes for r in ordered], {s.name: rates[s.name] for s in zoo})
+    spaces = [_space_for(label_space, spec, r) for spec, r in zip(zoo, ordered)]
+    predictions = np.stack([r.arrays[_prediction_name(s, decision)] for r, s in zip(ordered, spaces)])
+    features = {layer: [r.arrays[f"features-{layer}"] for r in ordered] for layer in layers}
+    return Extraction([s.name for s in zoo], predictions, features, [r.num_classes for r in ordered],
+                      {s.name: rates[s.name] for s in zoo}, next((s for s in spaces if s is not None), None))
+
+
+def _space_for(spec_or_name, model: ModelSpec, known) -> LabelSpace | None:
+    """The label space for a model, given its class count (an int, or a cached entry's); None
+    without one, and for a backbone (no classes: its predictions stay -1)."""
+    if spec_or_name is None or known is None:
+        return None
+    num_classes = known if isinstance(known, int) else known.num_classes
+    if num_classes == 0:
+        return None
+    try:
+        return label_space(spec_or_name, num_classes=num_classes)
+    except ValueError as error:
+        raise ValueError(f"model {model.name!r}: {error}") from None
+
+
+def _prediction_name(space: LabelSpace | None, decision: str) -> str:
+    return "predictions" if space is None else f"predictions-{space.fingerprint()}-{decision}"
+
+
+def _output_names(layers: Sequence[str], space: LabelSpace | None, decision: str) -> list[str]:
+    names = ["predictions"] + ([_prediction_name(space, decision)] if space is not None else [])
+    return names + [f"features-{layer}" for layer in layers]
 
 
 class _Entry(NamedTuple):
-    """One model's results on one stimulus set."""
+    """One model's results on one stimulus set: ``predictions``, ``predictions-SPACE-DECISION``
+    and ``features-LAYER`` arrays, and the model's class count (0: a backbone)."""
 
-    predictions: np.ndarray
-    features: dict[str, np.ndarray]
+    arrays: dict[str, np.ndarray]
     num_classes: int
 
 
-def write_extraction(result: Extraction, stimuli, out: str | os.PathLike) -> list[Path]:
+def write_extraction(result: Extraction, stimuli: Stimuli, out: str | os.PathLike) -> list[Path]:
     """Write what ``jaxagree agreement`` and ``jaxagree cka`` read: ``OUT/predictions.npz``
-    (models x stimuli, with the stimuli's ids and labels) and ``OUT/features/LAYER/MODEL.npy``.
-    ``stimuli``: the :class:`jaxagree.io.ImageSet` the result came from. Returns the paths."""
+    (models x stimuli, with the stimuli's ids, their labels in the predictions' categories, and
+    the category names) and ``OUT/features/LAYER/MODEL.npy``. ``stimuli``: the source the
+    result came from. Returns the paths.
+
+    Labels are mapped by name into the predictions' categories (:func:`jaxagree.data.labels.map_labels`):
+    with a label space, into its categories; for 1000-class models, into the ImageNet classes
+    (a folder of WordNet-id sub-folders is labelled); a label that has no category there is -1."""
     from jaxagree.io import PredictionTable, save_predictions
 
     out = Path(out)
-    predicting = {c for c in result.num_classes if c > 0}  # 0: a backbone, features only
-    if len(predicting) > 1:
-        sizes = ", ".join(f"{m}: {c}" for m, c in zip(result.models, result.num_classes))
-        raise ValueError(f"models predict different numbers of classes ({sizes}); agreement needs one label space")
-    categories = [str(c) for c in range(max(predicting, default=1))]
+    space = result.label_space
+    if space is None:
+        predicting = {c for c in result.num_classes if c > 0}  # 0: a backbone, features only
+        if len(predicting) > 1:
+            sizes = ", ".join(f"{m}: {c}" for m, c in zip(result.models, result.num_classes))
+            raise ValueError(f"models predict different numbers of classes ({sizes}); agreement needs one label "
+                             "space: give one (--label-space) to map them onto common categories")
+        num_classes = max(predicting, default=1)
+        space = label_space("imagenet") if num_classes == 1000 else LabelSpace(
+            "classes", [str(c) for c in range(num_classes)], np.eye(num_classes, dtype=bool), {})
+    labels = map_labels(space, stimuli.labels, stimuli.categories)
     out.mkdir(parents=True, exist_ok=True)
-    table = PredictionTable(result.predictions, stimuli.labels, result.models, stimuli.ids, categories)
+    table = PredictionTable(result.predictions, labels, result.models, list(stimuli.ids), space.categories)
     written = [save_predictions(out / "predictions.npz", table)]
     for layer, arrays in result.features.items():
         folder = out / "features" / layer
@@ -196,49 +244,127 @@ def write_extraction(result: Extraction, stimuli, out: str | os.PathLike) -> lis
 
 
 def _run_model(
-    loaded: LoadedModel, images: np.ndarray, layers: tuple[str, ...], batch_size: int, mesh: Mesh | None,
-    progress: bool,
-) -> _Entry:
+    loaded: LoadedModel, stimuli: Stimuli, layers: tuple[str, ...], batch_size: int, mesh: Mesh | None,
+    progress: bool, space: LabelSpace | None, decision: str, entry: Path, checkpoint_seconds: float,
+) -> tuple[_Entry, int]:
+    """The model over every stimulus, resuming after its saved partial results; returns the
+    entry and how many stimuli were already done."""
     from tqdm.auto import tqdm
 
-    run = _runner(loaded.forward, loaded.preprocess, layers, mesh)
+    names = _output_names(layers, space, decision)
+    run = _runner(loaded.forward, loaded.preprocess, layers, mesh, None if space is None else decision)
     data = None if mesh is None else NamedSharding(mesh, P(mesh.axis_names))
-    params = loaded.params if mesh is None else jax.device_put(loaded.params, NamedSharding(mesh, P()))
-    outputs = []
-    num_stimuli = images.shape[0]
-    with tqdm(total=num_stimuli, desc=loaded.spec.name, unit="img", leave=False, disable=not progress) as bar:
-        for start in range(0, num_stimuli, batch_size):
-            batch = images[start : start + batch_size]
+    replicate = (lambda x: x) if mesh is None else (lambda x: jax.device_put(x, NamedSharding(mesh, P())))
+    params = replicate(loaded.params)
+    extra = () if space is None else (replicate(jnp.asarray(space.members)),)
+    partial = _Partial(entry / "partial", _fingerprint(loaded.spec), names)
+    done_before = partial.done()
+    pending, last_save = [], time.monotonic()
+    num_stimuli = len(stimuli)
+    with tqdm(total=num_stimuli, initial=done_before, desc=loaded.spec.name, unit="img", leave=False,
+              disable=not progress) as bar:
+        for first, batch in stimuli.batches(batch_size, start=done_before):
             valid = batch.shape[0]
             if valid < batch_size:  # the last batch: padded to the compiled shape, padding dropped
                 batch = np.concatenate([batch, np.zeros((batch_size - valid, *batch.shape[1:]), batch.dtype)])
             batch = jnp.asarray(batch) if data is None else jax.device_put(batch, data)
-            outputs.append((*run(params, batch), valid))
+            pending.append((first, valid, run(params, batch, *extra)))
             bar.update(valid)
-    top1 = np.concatenate([np.asarray(t)[:v] for t, _, v in outputs]).astype(np.int32)
-    features = {
-        layer: np.concatenate([np.asarray(f[i])[:v] for _, f, v in outputs]).astype(np.float32)
-        for i, layer in enumerate(layers)
-    }
-    return _Entry(top1, features, loaded.num_classes)
+            if time.monotonic() - last_save >= checkpoint_seconds:
+                partial.save(names, pending)
+                pending, last_save = [], time.monotonic()
+    partial.save(names, pending)
+    arrays = partial.load(num_stimuli)
+    return _Entry(arrays, loaded.num_classes), done_before
+
+
+class _Partial:
+    """A running model's saved results: ``START-STOP.npz`` files of consecutive stimuli, with a
+    manifest naming the model and the outputs (files of another model or outputs are dropped)."""
+
+    def __init__(self, folder: Path, model: dict, names: list[str]):
+        self.folder, self.manifest = folder, {"model": model, "outputs": names}
+
+    def _chunks(self) -> list[tuple[int, int, Path]]:
+        chunks = []
+        for path in self.folder.glob("*.npz"):
+            start, _, stop = path.stem.partition("-")
+            if start.isdigit() and stop.isdigit():
+                chunks.append((int(start), int(stop), path))
+        return sorted(chunks)
+
+    def done(self) -> int:
+        """Stimuli done from 0 by the saved chunks (after dropping what cannot be used)."""
+        manifest = self.folder / "manifest.json"
+        try:
+            usable = json.loads(manifest.read_text()) == self.manifest
+        except (OSError, json.JSONDecodeError):
+            usable = False
+        if not usable:
+            if self.folder.exists():
+                for path in self.folder.iterdir():
+                    path.unlink()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _atomic_write(manifest, json.dumps(self.manifest).encode())
+            return 0
+        done = 0
+        for start, stop, path in self._chunks():
+            if start != done:
+                break
+            done = stop
+        return done
+
+    def save(self, names: list[str], pending: list) -> None:
+        if not pending:
+            return
+        start, stop = pending[0][0], pending[-1][0] + pending[-1][1]
+        arrays = {name: np.concatenate([np.asarray(out[i])[:valid] for _, valid, out in pending])
+                  for i, name in enumerate(names)}
+        arrays = {name: a.astype(np.int32 if name.startswith("predictions") else np.float32)
+                  for name, a in arrays.items()}
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        _atomic_write(self.folder / f"{start:09d}-{stop:09d}.npz", buffer.getvalue())
+
+    def load(self, num_stimuli: int) -> dict[str, np.ndarray]:
+        parts, done = [], 0
+        for start, stop, path in self._chunks():
+            if start == done:
+                with np.load(path, allow_pickle=False) as loaded:
+                    parts.append({name: loaded[name] for name in self.manifest["outputs"]})
+                done = stop
+        if done != num_stimuli:
+            raise RuntimeError(f"{self.folder}: partial results cover {done} of {num_stimuli} stimuli")
+        return {name: np.concatenate([p[name] for p in parts]) for name in self.manifest["outputs"]}
+
+    def remove(self) -> None:
+        if self.folder.exists():
+            for path in self.folder.iterdir():
+                path.unlink()
+            self.folder.rmdir()
 
 
 @functools.lru_cache(maxsize=64)
-def _runner(forward, preprocess: Preprocess, layers: tuple[str, ...], mesh: Mesh | None):
-    """One jitted forward per (forward, preprocessing, layers, mesh): models that share an
-    architecture share the compiled function."""
+def _runner(forward, preprocess: Preprocess, layers: tuple[str, ...], mesh: Mesh | None, decision: str | None):
+    """One jitted forward per (forward, preprocessing, layers, mesh, decision): models that
+    share an architecture share the compiled function. Returns the top-1 class, the decision
+    within a label space when ``decision`` is given (its ``members`` an argument), and the
+    features of ``layers``, as one flat tuple."""
 
-    def run(params, images):
+    def run(params, images, *members):
         logits, named = forward(params, preprocess_images(images, preprocess))
         features = tuple(named[layer].astype(jnp.float32) for layer in layers)
         if logits is None:  # a backbone: no predictions
-            return jnp.full(images.shape[:1], -1, jnp.int32), features
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32), features
+            return (jnp.full(images.shape[:1], -1, jnp.int32), *features)
+        top1 = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        mapped = () if decision is None else (decide(logits, members[0], decision=decision),)
+        return (top1, *mapped, *features)
 
     if mesh is None:
         return jax.jit(run)
     data, replicated = NamedSharding(mesh, P(mesh.axis_names)), NamedSharding(mesh, P())
-    return jax.jit(run, in_shardings=(replicated, data), out_shardings=(data, data))
+    inputs = (replicated, data) + (() if decision is None else (replicated,))
+    return jax.jit(run, in_shardings=inputs, out_shardings=data)
 
 
 def preprocess_images(images: jax.Array, preprocess: Preprocess) -> jax.Array:
@@ -288,8 +414,9 @@ def _read_entry(entry: Path, spec: ModelSpec, num_stimuli: int) -> _Entry | None
             if array.shape[0] != num_stimuli:
                 raise ValueError(f"{path.name} has {array.shape[0]} stimuli, expected {num_stimuli}")
             arrays[name] = array
-        features = {name.removeprefix("features-"): a for name, a in arrays.items() if name.startswith("features-")}
-        return _Entry(arrays["predictions"], features, int(manifest["num_classes"]))
+        if "predictions" not in arrays:
+            raise ValueError("it has no predictions")
+        return _Entry(arrays, int(manifest["num_classes"]))
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as error:
         warnings.warn(f"cache entry {entry} cannot be used ({error}); recomputing model {spec.name!r}",
                       RuntimeWarning, stacklevel=3)
@@ -299,15 +426,15 @@ def _read_entry(entry: Path, spec: ModelSpec, num_stimuli: int) -> _Entry | None
 def _write_entry(entry: Path, spec: ModelSpec, result: _Entry) -> None:
     entry.mkdir(parents=True, exist_ok=True)
     (entry / "entry.json").unlink(missing_ok=True)  # the entry is incomplete until the manifest is back
-    arrays = {"predictions": result.predictions, **{f"features-{k}": v for k, v in result.features.items()}}
     files = {}
-    for name, array in arrays.items():
+    for name, array in result.arrays.items():
         data = _npy_bytes(array)
         _atomic_write(entry / f"{name}.npy", data)
         digest = hashlib.sha256(data).hexdigest()
         files[name] = {"shape": list(array.shape), "dtype": str(array.dtype), "sha256": digest}
     manifest = {"model": _fingerprint(spec), "num_classes": result.num_classes, "files": files}
     _atomic_write(entry / "entry.json", json.dumps(manifest, indent=2).encode())
+    _Partial(entry / "partial", {}, []).remove()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -320,6 +447,5 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 __all__ = [
-    "DEFAULT_LAYERS", "Extraction", "check_images", "extract", "preprocess_images", "stimulus_set_id",
-    "write_extraction",
+    "DEFAULT_LAYERS", "Extraction", "extract", "preprocess_images", "write_extraction",
 ]

@@ -9,9 +9,9 @@ import pytest
 from scipy import ndimage
 
 from jaxagree.cli import main
-from jaxagree.data import SHAPES, local_global, squares
+from jaxagree.data import SHAPES, local_global, open_stimuli, squares
 from jaxagree.data.synthetic import _shape_mask
-from jaxagree.io import read_images, read_predictions
+from jaxagree.io import read_predictions
 
 
 def measured_squares(image: np.ndarray, background: int) -> list[tuple[int, int, int, int]]:
@@ -72,15 +72,15 @@ def test_squares_bad_parameters(kwargs, match):
 
 def test_synthetic_source_string_and_extract(tmp_path, capsys):
     source = "synthetic:squares?n=12&size=32&square=4&count=2&min_sep=9&max_sep=20&contrast=0.4&seed=7"
-    first, again = read_images(source), read_images(source)
+    first, again = open_stimuli(source), open_stimuli(source)
     np.testing.assert_array_equal(first.images, again.images)
     assert first.images.shape == (12, 32, 32, 3) and first.ids[0] == "squares-7-000000" and first.labels is None
     with pytest.raises(ValueError, match="unknown parameter"):
-        read_images("synthetic:squares?n=4&colour=red")
+        open_stimuli("synthetic:squares?n=4&colour=red")
     with pytest.raises(ValueError, match="unknown synthetic probe 'circles'"):
-        read_images("synthetic:circles?n=4")
+        open_stimuli("synthetic:circles?n=4")
     with pytest.raises(ValueError, match="give both min_sep and max_sep"):
-        read_images("synthetic:squares?n=4&min_sep=12")
+        open_stimuli("synthetic:squares?n=4&min_sep=12")
     zoo = tmp_path / "zoo.toml"
     zoo.write_text('[[model]]\nname = "c"\nsource = "native:convnet/tiny"\nfamily = "conv"\nnum_classes = 10\n'
                    '[[model]]\nname = "v"\nsource = "native:vit/tiny"\nfamily = "attention"\nnum_classes = 10\n')
@@ -126,9 +126,10 @@ def test_local_global_deterministic_bad_parameters_and_source():
         local_global(jax.random.key(0), 4, image_size=40, grid=7)
     with pytest.raises(ValueError, match="contrast non-zero"):
         local_global(jax.random.key(0), 4, contrast=0.0)
-    images = read_images("synthetic:local_global?n=6&size=64&grid=5&congruent=1&seed=3")
+    images = open_stimuli("synthetic:local_global?n=6&size=64&grid=5&congruent=1&seed=3")
+    assert images.fingerprint() == open_stimuli("synthetic:local_global?n=6&size=64&grid=5&congruent=1&seed=3").fingerprint()
     assert images.images.shape == (6, 64, 64, 3)
     shape = images.ids[0].split("-")[-1]
     assert images.ids[0].startswith("local_global-3-000000-") and images.ids[0].endswith(f"{shape}-{shape}")
     with pytest.raises(ValueError, match="unknown parameter"):
-        read_images("synthetic:local_global?n=6&square=4")
+        open_stimuli("synthetic:local_global?n=6&square=4")

@@ -5,6 +5,9 @@ stimuli).
 filled cell holding a small shape (the local element); global and local shapes are drawn
 independently, so a model's choice tells which level it follows.
 
+``cue_conflict``: texture-shape cue conflict from two given image sets: the low spatial
+frequencies (global form) of one image and the high frequencies (texture) of another.
+
 ``squares``: the paper's probe for local (convolutional) against global (attention) processing:
 identical squares on a uniform background, placed apart at random distances. ``num_squares``
 squares sit in a row at a spacing drawn uniformly from ``separation`` (centre to centre, in
@@ -214,6 +217,97 @@ def _render_local_global(keys, global_masks, local_masks, *, image_size, contras
     return jax.vmap(one)(keys)
 
 
+class CueConflict(NamedTuple):
+    """Attributes:
+    images: ``uint8 [stimuli, size, size, 3]``.
+    shape_index: ``int32 [stimuli]``: the image of ``shapes`` whose low frequencies each stimulus has.
+    texture_index: ``int32 [stimuli]``: the image of ``textures`` whose high frequencies it has.
+    """
+
+    images: np.ndarray
+    shape_index: np.ndarray
+    texture_index: np.ndarray
+
+
+def cue_conflict(
+    key: jax.Array,
+    shapes: np.ndarray,
+    textures: np.ndarray,
+    num_stimuli: int,
+    *,
+    cutoff: float = 8.0,
+    image_size: int | None = None,
+    shape_labels: np.ndarray | None = None,
+    texture_labels: np.ndarray | None = None,
+) -> CueConflict:
+    """Texture-shape cue conflict from two image sets: each stimulus keeps the spatial
+    frequencies of a ``shapes`` image up to ``cutoff`` cycles per image (its global form and
+    layout) and takes every higher frequency from a ``textures`` image (its local texture).
+
+    The split is an ideal filter in the 2-D Fourier domain (a disc of radius ``cutoff``), so the
+    two bands are exactly the two sources' (up to rounding to uint8 and clipping to 0-255); the
+    price is some ringing at edges. Low ``cutoff`` leaves less of the shape; high, less texture.
+
+    Args:
+      key: ``jax.random`` key: picks the pairs; the same key gives the same images.
+      shapes, textures: ``uint8 [n, size, size, 3]`` image sets of one size.
+      num_stimuli: images to make.
+      cutoff: in cycles per image, between 0.5 and ``size / 2``.
+      image_size: checked against the images' size when given.
+      shape_labels, texture_labels: ``int [n]`` categories of both sets in one label space:
+        when given, each shape is paired only with textures of another category (a true
+        conflict), as in Geirhos et al. (2019).
+    """
+    shapes, textures = np.asarray(shapes), np.asarray(textures)
+    for role, images in (("shapes", shapes), ("textures", textures)):
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or images.shape[0] == 0:
+            raise ValueError(f"{role} must be uint8 [n >= 1, size, size, 3], got {images.dtype} {images.shape}")
+    if shapes.shape[1:] != textures.shape[1:] or shapes.shape[1] != shapes.shape[2]:
+        raise ValueError(f"shapes and textures must be square images of one size; got {shapes.shape[1:3]} and "
+                         f"{textures.shape[1:3]}")
+    size = shapes.shape[1]
+    if image_size is not None and image_size != size:
+        raise ValueError(f"image_size={image_size} but the images are {size} x {size}")
+    if not 0.5 <= cutoff <= size / 2:
+        raise ValueError(f"cutoff must be in [0.5, {size / 2}] cycles per image, got {cutoff}")
+    if num_stimuli < 1:
+        raise ValueError(f"num_stimuli must be positive, got {num_stimuli}")
+    if (shape_labels is None) != (texture_labels is None):
+        raise ValueError("give both shape_labels and texture_labels, or neither")
+    shape_key, texture_key = jax.random.split(key)
+    shape_index = jax.random.randint(shape_key, (num_stimuli,), 0, shapes.shape[0])
+    if shape_labels is None:
+        texture_index = jax.random.randint(texture_key, (num_stimuli,), 0, textures.shape[0])
+    else:
+        shape_labels, texture_labels = np.asarray(shape_labels), np.asarray(texture_labels)
+        if shape_labels.shape != shapes.shape[:1] or texture_labels.shape != textures.shape[:1]:
+            raise ValueError("shape_labels and texture_labels need one label per image")
+        conflicting = shape_labels[:, None] != texture_labels[None, :]  # [shapes, textures]
+        lonely = np.flatnonzero(~conflicting.any(axis=1))
+        if lonely.size:
+            raise ValueError(f"shape image {int(lonely[0])} has no texture of another category to pair with")
+        choose = jax.vmap(lambda k, allowed: jax.random.choice(k, allowed.shape[0], p=allowed / allowed.sum()))
+        texture_index = choose(jax.random.split(texture_key, num_stimuli),
+                               jnp.asarray(conflicting, jnp.float32)[shape_index])
+    frequency = np.fft.fftfreq(size) * size  # cycles per image
+    low = jnp.asarray(np.hypot(frequency[:, None], frequency[None, :]) <= cutoff)
+    images = _hybrid(jnp.asarray(shapes)[shape_index], jnp.asarray(textures)[texture_index], low)
+    return CueConflict(np.asarray(images), np.asarray(shape_index, np.int32), np.asarray(texture_index, np.int32))
+
+
+@jax.jit
+def _hybrid(shapes, textures, low):
+    """Low band of ``shapes`` + high band of ``textures``, per channel."""
+
+    def spectrum(images):
+        return jnp.fft.fft2(images.astype(jnp.float32), axes=(1, 2))
+
+    mask = low[None, :, :, None]
+    mixed = jnp.where(mask, spectrum(shapes), spectrum(textures))
+    pixels = jnp.fft.ifft2(mixed, axes=(1, 2)).real
+    return jnp.clip(jnp.round(pixels), 0, 255).astype(jnp.uint8)
+
+
 def parse_synthetic(source: str) -> tuple[str, dict[str, str]]:
     """``synthetic:NAME?key=value&...`` -> (NAME, {key: value})."""
     body = source.removeprefix("synthetic:")
@@ -234,14 +328,21 @@ _PARAMS = {
     "squares": {**_COMMON, "square": ("square_size", int), "count": ("num_squares", int),
                 "min_sep": ("min_sep", float), "max_sep": ("max_sep", float)},
     "local_global": {**_COMMON, "grid": ("grid", int), "congruent": ("congruent", lambda v: bool(int(v)))},
+    "cue_conflict": {"n": ("num_stimuli", int), "size": ("image_size", int), "seed": ("seed", int),
+                     "cutoff": ("cutoff", float), "shapes": ("shapes", str), "textures": ("textures", str)},
 }
 
 
-def synthetic_images(source: str) -> tuple[np.ndarray, list[str]]:
-    """Images and ids of a ``synthetic:`` source, e.g.
-    ``synthetic:squares?n=1000&size=224&square=16&count=2&min_sep=30&max_sep=150&contrast=0.5&seed=0`` or
+def synthetic_stimuli(source: str, *, data_dir=None):
+    """The :class:`~jaxagree.data.sources.ArrayStimuli` of a ``synthetic:`` source, e.g.
+    ``synthetic:squares?n=1000&size=224&square=16&count=2&min_sep=30&max_sep=150&contrast=0.5&seed=0``,
     ``synthetic:local_global?n=1000&size=224&grid=7&congruent=0&seed=0`` (ids end with the global
-    and the local shape, e.g. ``local_global-0-000001-cross-ring``)."""
+    and the local shape, e.g. ``local_global-0-000001-cross-ring``) or
+    ``synthetic:cue_conflict?shapes=SOURCE&textures=SOURCE&n=1000&size=224&cutoff=8&seed=0``
+    (SOURCE: any stimulus source without ``?`` or ``&``; ids name the shape and the texture
+    stimulus, labels are the shape's). ``data_dir``: for ``tfds:`` sources inside cue_conflict."""
+    from jaxagree.data.sources import ArrayStimuli
+
     name, params = parse_synthetic(source)
     if name not in _PARAMS:
         raise ValueError(f"{source}: unknown synthetic probe {name!r}; known: {', '.join(_PARAMS)}")
@@ -258,13 +359,38 @@ def synthetic_images(source: str) -> tuple[np.ndarray, list[str]]:
     prefix = f"{name}-{int(params.get('seed', 0))}"
     if name == "local_global":
         probe = local_global(key, **kwargs)
-        return probe.images, [f"{prefix}-{i:06d}-{SHAPES[g]}-{SHAPES[k]}"
-                              for i, (g, k) in enumerate(zip(probe.global_shape, probe.local_shape))]
+        ids = [f"{prefix}-{i:06d}-{SHAPES[g]}-{SHAPES[k]}" for i, (g, k) in enumerate(zip(probe.global_shape,
+                                                                                           probe.local_shape))]
+        return ArrayStimuli(probe.images, ids=ids, source=source)
+    if name == "cue_conflict":
+        return _cue_conflict_stimuli(source, key, kwargs, prefix, data_dir)
     bounds = [kwargs.pop(k) for k in ("min_sep", "max_sep") if k in kwargs]
     if len(bounds) == 1:
         raise ValueError(f"{source}: give both min_sep and max_sep, or neither")
     probe = squares(key, separation=tuple(bounds) if bounds else None, **kwargs)
-    return probe.images, [f"{prefix}-{i:06d}" for i in range(len(probe.images))]
+    return ArrayStimuli(probe.images, ids=[f"{prefix}-{i:06d}" for i in range(len(probe.images))], source=source)
 
 
-__all__ = ["SHAPES", "LocalGlobal", "Squares", "local_global", "parse_synthetic", "squares", "synthetic_images"]
+def _cue_conflict_stimuli(source: str, key, kwargs: dict, prefix: str, data_dir):
+    from jaxagree.data.sources import ArrayStimuli, open_stimuli
+
+    sets = {}
+    for role in ("shapes", "textures"):
+        if role not in kwargs:
+            raise ValueError(f"{source}: give {role}=SOURCE (an image set: npz:PATH, folder:PATH or tfds:NAME:SPLIT)")
+        sets[role] = open_stimuli(kwargs.pop(role), data_dir=data_dir, image_size=kwargs.get("image_size", "auto"))
+    shapes, textures = sets["shapes"], sets["textures"]
+    same_categories = shapes.categories is not None and shapes.categories == textures.categories
+    probe = cue_conflict(key, shapes.read(range(len(shapes))), textures.read(range(len(textures))),
+                         shape_labels=shapes.labels if same_categories else None,
+                         texture_labels=textures.labels if same_categories else None, **kwargs)
+    ids = [f"{prefix}-{i:06d}-{shapes.ids[s]}-{textures.ids[t]}"
+           for i, (s, t) in enumerate(zip(probe.shape_index, probe.texture_index))]
+    labels = None if shapes.labels is None else shapes.labels[probe.shape_index]
+    return ArrayStimuli(probe.images, labels, ids, shapes.categories, source=source)
+
+
+__all__ = [
+    "SHAPES", "CueConflict", "LocalGlobal", "Squares", "cue_conflict", "local_global", "parse_synthetic", "squares",
+    "synthetic_stimuli",
+]
