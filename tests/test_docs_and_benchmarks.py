@@ -61,3 +61,10 @@ def test_device_extract_quick_run():
     from benchmarks import device_extract
 
     assert "| ResNet-50 | 8 |" in device_extract.main(["--quick"])
+
+
+def test_sources_benchmark_quick_run():
+    from benchmarks import bench_sources
+
+    table = bench_sources.main(["--quick", "--no-save"])
+    assert "| decode 48 JPEGs 500x375 -> 256 |" in table and "convnet/tiny over the folder (48 images)" in table
