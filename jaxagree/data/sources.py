@@ -64,18 +64,21 @@ class Stimuli(abc.ABC):
     """
 
     source: str
+    _ids: list[str]
+    _labels: np.ndarray | None = None
+    _categories: list[str] | None = None
 
     @property
-    @abc.abstractmethod
-    def ids(self) -> list[str]: ...
+    def ids(self) -> list[str]:
+        return self._ids
 
     @property
     def labels(self) -> np.ndarray | None:
-        return None
+        return self._labels
 
     @property
     def categories(self) -> list[str] | None:
-        return None
+        return self._categories
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -127,18 +130,6 @@ class ArrayStimuli(Stimuli):
         self.images, self.source = images, source
         self._ids, self._labels = ids, labels
         self._categories = None if categories is None else [str(c) for c in categories]
-
-    @property
-    def ids(self) -> list[str]:
-        return self._ids
-
-    @property
-    def labels(self) -> np.ndarray | None:
-        return self._labels
-
-    @property
-    def categories(self) -> list[str] | None:
-        return self._categories
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         return self.images[np.asarray(indices, dtype=np.int64)]
@@ -283,18 +274,6 @@ class FolderStimuli(_DecodedStimuli):
             raise ValueError(f"{self.source}: none of its {len(files)} images can be read; first: {self.skipped[0][1]}")
         return kept
 
-    @property
-    def ids(self) -> list[str]:
-        return self._ids
-
-    @property
-    def labels(self) -> np.ndarray | None:
-        return self._labels
-
-    @property
-    def categories(self) -> list[str] | None:
-        return self._categories
-
     def _encoded(self, index: int) -> Path:
         return self._files[index]
 
@@ -389,10 +368,6 @@ class TfdsStimuli(_DecodedStimuli):
     @property
     def labels(self) -> np.ndarray | None:
         return self._records[1]
-
-    @property
-    def categories(self) -> list[str] | None:
-        return self._categories
 
     def _where(self, index: int) -> str:
         return f"{self.source} example {index}"
