@@ -202,7 +202,7 @@ def test_tfds_source_errors(tiny_tfds, tmp_path):
         open_stimuli("tfds:tiny_shapes:test", data_dir=tiny_tfds)
     with pytest.raises(ValueError, match="expected tfds:NAME"):
         open_stimuli("tfds:_tiny", data_dir=tiny_tfds)
-    with pytest.raises(ValueError, match=r"not prepared in .*prepared there: none"):
+    with pytest.raises(ValueError, match=r"not prepared as ArrayRecord in .*prepared there: none"):
         open_stimuli("tfds:mnist:test", data_dir=tmp_path)
     assert prepared_tfds_datasets(tiny_tfds) == ["tiny_shapes:1.0.0"]
 

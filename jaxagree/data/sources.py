@@ -305,9 +305,9 @@ class TfdsStimuli(_DecodedStimuli):
         except tfds.core.registered.DatasetNotFoundError:
             raise ValueError(f"{self.source}: no dataset {base!r} in {_data_dir_text(data_dir)}; "
                              f"prepared there: {', '.join(prepared_tfds_datasets(data_dir)) or 'none'}") from None
-        except (AssertionError, FileNotFoundError, NotImplementedError) as error:
-            raise ValueError(f"{self.source}: dataset {base!r} is not prepared in {_data_dir_text(data_dir)} "
-                             f"({str(error).splitlines()[0]}); prepared there: "
+        except (AssertionError, FileNotFoundError, RuntimeError) as error:  # tfds: not prepared, or not ArrayRecord
+            raise ValueError(f"{self.source}: dataset {base!r} is not prepared as ArrayRecord in "
+                             f"{_data_dir_text(data_dir)} ({str(error).splitlines()[0]}); prepared there: "
                              f"{', '.join(prepared_tfds_datasets(data_dir)) or 'none'}") from None
         except ValueError as error:  # an unknown split names the ones that exist
             raise ValueError(f"{self.source}: {error}") from None
