@@ -248,12 +248,6 @@ def _run_extract(args) -> int:
     return 0
 
 
-def _default_data_dir() -> Path:
-    import os
-
-    return Path(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
-
-
 def _off_diagonal_mean(matrix) -> float:
     import numpy as np
 
@@ -279,9 +273,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run_extract(args)
         if args.command == "convert":
             from jaxagree.data.convert import write_tfds
+            from jaxagree.data.sources import default_tfds_data_dir
 
             stimuli = _open_stimuli(args)
-            folder = write_tfds(stimuli, args.data_dir or _default_data_dir(), args.name, split=args.split,
+            folder = write_tfds(stimuli, args.data_dir or default_tfds_data_dir(), args.name, split=args.split,
                                 progress=not args.no_progress)
             print(f"wrote {len(stimuli)} stimuli to {folder}; read them with --stimuli tfds:{args.name}:{args.split}"
                   f" --data-dir {folder.parent.parent}", file=sys.stderr)

@@ -46,6 +46,7 @@ import json
 import os
 import time
 import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -258,7 +259,7 @@ def _run_model(
     params = replicate(loaded.params)
     extra = () if space is None else (replicate(jnp.asarray(space.members)),)
     partial = _Partial(entry / "partial", _fingerprint(loaded.spec), names)
-    done_before = partial.done()
+    done_before, parts = partial.resume()  # what earlier runs saved; this run's parts are kept in memory too
     pending, last_save = [], time.monotonic()
     num_stimuli = len(stimuli)
     with tqdm(total=num_stimuli, initial=done_before, desc=loaded.spec.name, unit="img", leave=False,
@@ -271,10 +272,11 @@ def _run_model(
             pending.append((first, valid, run(params, batch, *extra)))
             bar.update(valid)
             if time.monotonic() - last_save >= checkpoint_seconds:
-                partial.save(names, pending)
+                parts.append(partial.save(names, pending))
                 pending, last_save = [], time.monotonic()
-    partial.save(names, pending)
-    arrays = partial.load(num_stimuli)
+    if pending:
+        parts.append(partial.save(names, pending))
+    arrays = {name: np.concatenate([part[name] for part in parts]) for name in names}
     return _Entry(arrays, loaded.num_classes), done_before
 
 
@@ -293,8 +295,9 @@ class _Partial:
                 chunks.append((int(start), int(stop), path))
         return sorted(chunks)
 
-    def done(self) -> int:
-        """Stimuli done from 0 by the saved chunks (after dropping what cannot be used)."""
+    def resume(self) -> tuple[int, list[dict[str, np.ndarray]]]:
+        """How many stimuli the saved chunks cover from 0, and their outputs. Chunks of another
+        model or other outputs, and any chunk from the first one that cannot be read, are dropped."""
         manifest = self.folder / "manifest.json"
         try:
             usable = json.loads(manifest.read_text()) == self.manifest
@@ -306,17 +309,27 @@ class _Partial:
                     path.unlink()
             self.folder.mkdir(parents=True, exist_ok=True)
             _atomic_write(manifest, json.dumps(self.manifest).encode())
-            return 0
-        done = 0
+            return 0, []
+        done, parts = 0, []
         for start, stop, path in self._chunks():
-            if start != done:
-                break
+            try:
+                if start != done:
+                    raise ValueError(f"starts at {start}, not {done}")
+                with np.load(path, allow_pickle=False) as loaded:
+                    part = {name: loaded[name] for name in self.manifest["outputs"]}
+                if any(len(a) != stop - start for a in part.values()):
+                    raise ValueError("holds the wrong number of stimuli")
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+                warnings.warn(f"partial results {path} cannot be used ({error}); recomputing from stimulus {done}",
+                              RuntimeWarning, stacklevel=4)
+                path.unlink()
+                continue
+            parts.append(part)
             done = stop
-        return done
+        return done, parts
 
-    def save(self, names: list[str], pending: list) -> None:
-        if not pending:
-            return
+    def save(self, names: list[str], pending: list) -> dict[str, np.ndarray]:
+        """Write the outputs of ``pending`` batches as one chunk; returns them on the host."""
         start, stop = pending[0][0], pending[-1][0] + pending[-1][1]
         arrays = {name: np.concatenate([np.asarray(out[i])[:valid] for _, valid, out in pending])
                   for i, name in enumerate(names)}
@@ -325,17 +338,7 @@ class _Partial:
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         _atomic_write(self.folder / f"{start:09d}-{stop:09d}.npz", buffer.getvalue())
-
-    def load(self, num_stimuli: int) -> dict[str, np.ndarray]:
-        parts, done = [], 0
-        for start, stop, path in self._chunks():
-            if start == done:
-                with np.load(path, allow_pickle=False) as loaded:
-                    parts.append({name: loaded[name] for name in self.manifest["outputs"]})
-                done = stop
-        if done != num_stimuli:
-            raise RuntimeError(f"{self.folder}: partial results cover {done} of {num_stimuli} stimuli")
-        return {name: np.concatenate([p[name] for p in parts]) for name in self.manifest["outputs"]}
+        return arrays
 
     def remove(self) -> None:
         if self.folder.exists():

@@ -187,10 +187,12 @@ def test_interrupted_model_resumes_mid_set(zoo, tmp_path):
     assert not (entry / "entry.json").exists()
     assert sorted(p.name for p in (entry / "partial").glob("*.npz")) == [
         "000000000-000000004.npz", "000000004-000000008.npz", "000000008-000000012.npz"]
+    (entry / "partial" / "000000008-000000012.npz").write_bytes(b"damaged")
     resumed_source = _StopAfter(images)
-    resumed = extract(specs, resumed_source, cache_dir=tmp_path / "cache", batch_size=4, progress=False,
-                      checkpoint_seconds=0.0)
-    assert min(resumed_source.starts) == 12  # the first 12 stimuli were not read again
+    with pytest.warns(RuntimeWarning, match="000000008-000000012.npz cannot be used.*from stimulus 8"):
+        resumed = extract(specs, resumed_source, cache_dir=tmp_path / "cache", batch_size=4, progress=False,
+                          checkpoint_seconds=0.0)
+    assert min(resumed_source.starts) == 8  # the first 8 stimuli were not read again; the damaged chunk was
     assert not (entry / "partial").exists() and (entry / "entry.json").exists()
     clean = extract(specs, images, cache_dir=tmp_path / "clean", batch_size=4, progress=False)
     np.testing.assert_array_equal(resumed.predictions, clean.predictions)

@@ -395,10 +395,14 @@ def _data_dir_text(data_dir) -> str:
     return str(data_dir) if data_dir is not None else "the default data_dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
 
 
+def default_tfds_data_dir() -> Path:
+    """tfds' default data_dir: ``$TFDS_DATA_DIR``, else ~/tensorflow_datasets."""
+    return Path(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
+
+
 def prepared_tfds_datasets(data_dir: str | os.PathLike | None) -> list[str]:
     """``NAME[/CONFIG]:VERSION`` of every prepared dataset found in ``data_dir``."""
-    root = Path(data_dir) if data_dir is not None else Path(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
-    root = root.expanduser()
+    root = Path(data_dir).expanduser() if data_dir is not None else default_tfds_data_dir()
     if not root.is_dir():
         return []
     found = []
@@ -470,5 +474,5 @@ def _resized(stimuli: ArrayStimuli, image_size: int) -> ArrayStimuli:
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE", "IMAGE_SUFFIXES", "ArrayStimuli", "FolderStimuli", "Stimuli", "TfdsStimuli", "decode_image",
-    "open_stimuli", "prepared_tfds_datasets",
+    "default_tfds_data_dir", "open_stimuli", "prepared_tfds_datasets",
 ]
