@@ -291,8 +291,12 @@ def cue_conflict(
                                jnp.asarray(conflicting, jnp.float32)[shape_index])
     frequency = np.fft.fftfreq(size) * size  # cycles per image
     low = jnp.asarray(np.hypot(frequency[:, None], frequency[None, :]) <= cutoff)
-    images = _hybrid(jnp.asarray(shapes)[shape_index], jnp.asarray(textures)[texture_index], low)
-    return CueConflict(np.asarray(images), np.asarray(shape_index, np.int32), np.asarray(texture_index, np.int32))
+    shape_index, texture_index = np.asarray(shape_index, np.int32), np.asarray(texture_index, np.int32)
+    # In chunks: the complex spectra take 16x the images' memory.
+    chunks = [slice(i, i + 256) for i in range(0, num_stimuli, 256)]
+    images = np.concatenate([np.asarray(_hybrid(jnp.asarray(shapes[shape_index[c]]),
+                                                jnp.asarray(textures[texture_index[c]]), low)) for c in chunks])
+    return CueConflict(images, shape_index, texture_index)
 
 
 @jax.jit
