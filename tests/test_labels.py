@@ -53,6 +53,17 @@ def test_decisions_on_hand_made_logits():
     partial = jnp.array([[1, 0, 0, 0, 0], [0, 1, 1, 0, 0]], bool)
     assert decide(jnp.array([[0.0, 1.0, 0.0, 0.0, 99.0]]), partial).tolist() == [1]
     assert jax.jit(decide, static_argnames="decision")(logits, members, decision="mean").tolist() == [1, 2]
+    # Random overlapping categories: both rules equal their definitions, computed in float64.
+    rng = np.random.default_rng(0)
+    many = rng.random((7, 40)) < 0.2
+    many[np.arange(7), rng.integers(0, 40, 7)] = True  # no empty category
+    random_logits = rng.normal(size=(64, 40)) * 3
+    masked = np.where(many[None], random_logits[:, None, :], -np.inf).max(axis=-1)
+    np.testing.assert_array_equal(decide(jnp.asarray(random_logits), jnp.asarray(many)), masked.argmax(axis=1))
+    p = np.exp(random_logits - random_logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    np.testing.assert_array_equal(decide(jnp.asarray(random_logits), jnp.asarray(many), decision="mean"),
+                                  ((p @ many.T) / many.sum(axis=1)).argmax(axis=1))
     with pytest.raises(ValueError, match="decision must be one of"):
         decide(logits, members, decision="vote")
 

@@ -187,10 +187,12 @@ def decide(
         raise ValueError(f"logits have {logits.shape[-1]} classes, the label space maps {members.shape[-1]}")
     logits = logits.astype(jnp.float32)
     if decision == "max":
-        scores = jnp.max(jnp.where(members[None], logits[:, None, :], -jnp.inf), axis=-1)
-    else:
-        probabilities = jax.nn.softmax(logits, axis=-1)
-        scores = (probabilities @ members.T.astype(jnp.float32)) / jnp.sum(members, axis=-1)
+        # The best category holds the most probable mapped class: find that class, then its
+        # (first) category, without a [batch, categories, classes] table.
+        best = jnp.argmax(jnp.where(jnp.any(members, axis=0), logits, -jnp.inf), axis=-1)
+        return jnp.argmax(members[:, best], axis=0).astype(jnp.int32)
+    probabilities = jax.nn.softmax(logits, axis=-1)
+    scores = (probabilities @ members.T.astype(jnp.float32)) / jnp.sum(members, axis=-1)
     return jnp.argmax(scores, axis=-1).astype(jnp.int32)
 
 
