@@ -57,7 +57,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxagree.data.labels import DECISIONS, LabelSpace, decide, label_space, map_labels
+from jaxagree.data.labels import DECISIONS, LabelSpace, decide, map_labels
+from jaxagree.data.labels import label_space as resolve_label_space
 from jaxagree.data.sources import ArrayStimuli, Stimuli
 from jaxagree.models import LoadedModel, ModelSpec, Preprocess, load_model
 
@@ -132,15 +133,32 @@ def extract(
         raise ValueError("layers is empty; ask for at least one (e.g. 'penultimate')")
     set_dir = Path(cache_dir) / stimuli.fingerprint()
     num_stimuli = len(stimuli)
+    spaces_by_classes: dict[int, LabelSpace | None] = {}  # a mapping file is read once per class count
+
+    def space_for(spec: ModelSpec, known) -> LabelSpace | None:
+        """The label space for a model, given its class count (an int, or a cached entry's); None
+        without one, and for a backbone (no classes: its predictions stay -1)."""
+        if label_space is None or known is None:
+            return None
+        num_classes = known if isinstance(known, int) else known.num_classes
+        if num_classes == 0:
+            return None
+        if num_classes not in spaces_by_classes:
+            try:
+                spaces_by_classes[num_classes] = resolve_label_space(label_space, num_classes=num_classes)
+            except ValueError as error:
+                raise ValueError(f"model {spec.name!r}: {error}") from None
+        return spaces_by_classes[num_classes]
+
     processes, index = jax.process_count(), jax.process_index()
     results, rates = {}, {}
     for spec in tqdm(zoo[index::processes], desc="zoo", unit="model", disable=not progress):
         entry = set_dir / spec.name
         cached = _read_entry(entry, spec, num_stimuli)
-        if cached is None or not set(_output_names(layers, _space_for(label_space, spec, cached), decision)) <= set(
+        if cached is None or not set(_output_names(layers, space_for(spec, cached), decision)) <= set(
                 cached.arrays):
             loaded = load_model(spec)
-            space = _space_for(label_space, spec, loaded.num_classes)
+            space = space_for(spec, loaded.num_classes)
             missing = [layer for layer in layers if cached is None or f"features-{layer}" not in cached.arrays]
             unknown = [layer for layer in missing if layer not in loaded.layers]
             if unknown:
@@ -166,30 +184,16 @@ def extract(
                 results[spec.name] = _read_entry(set_dir / spec.name, spec, num_stimuli)
                 rates[spec.name] = None
                 found = results[spec.name]
-                space = _space_for(label_space, spec, found)
+                space = space_for(spec, found)
                 if found is None or not set(_output_names(layers, space, decision)) <= set(found.arrays):
                     raise ValueError(f"model {spec.name!r}: another process's results are not in {set_dir}; "
                                      "with several processes the cache must be on a shared file system")
     ordered = [results[spec.name] for spec in zoo]
-    spaces = [_space_for(label_space, spec, r) for spec, r in zip(zoo, ordered)]
+    spaces = [space_for(spec, r) for spec, r in zip(zoo, ordered)]
     predictions = np.stack([r.arrays[_prediction_name(s, decision)] for r, s in zip(ordered, spaces)])
     features = {layer: [r.arrays[f"features-{layer}"] for r in ordered] for layer in layers}
     return Extraction([s.name for s in zoo], predictions, features, [r.num_classes for r in ordered],
                       {s.name: rates[s.name] for s in zoo}, next((s for s in spaces if s is not None), None))
-
-
-def _space_for(spec_or_name, model: ModelSpec, known) -> LabelSpace | None:
-    """The label space for a model, given its class count (an int, or a cached entry's); None
-    without one, and for a backbone (no classes: its predictions stay -1)."""
-    if spec_or_name is None or known is None:
-        return None
-    num_classes = known if isinstance(known, int) else known.num_classes
-    if num_classes == 0:
-        return None
-    try:
-        return label_space(spec_or_name, num_classes=num_classes)
-    except ValueError as error:
-        raise ValueError(f"model {model.name!r}: {error}") from None
 
 
 def _prediction_name(space: LabelSpace | None, decision: str) -> str:
@@ -229,7 +233,7 @@ def write_extraction(result: Extraction, stimuli: Stimuli, out: str | os.PathLik
             raise ValueError(f"models predict different numbers of classes ({sizes}); agreement needs one label "
                              "space: give one (--label-space) to map them onto common categories")
         num_classes = max(predicting, default=1)
-        space = label_space("imagenet") if num_classes == 1000 else LabelSpace(
+        space = resolve_label_space("imagenet") if num_classes == 1000 else LabelSpace(
             "classes", [str(c) for c in range(num_classes)], np.eye(num_classes, dtype=bool), {})
     labels = map_labels(space, stimuli.labels, stimuli.categories)
     out.mkdir(parents=True, exist_ok=True)
@@ -304,10 +308,8 @@ class _Partial:
         except (OSError, json.JSONDecodeError):
             usable = False
         if not usable:
-            if self.folder.exists():
-                for path in self.folder.iterdir():
-                    path.unlink()
-            self.folder.mkdir(parents=True, exist_ok=True)
+            _remove_partial(self.folder)
+            self.folder.mkdir(parents=True)
             _atomic_write(manifest, json.dumps(self.manifest).encode())
             return 0, []
         done, parts = 0, []
@@ -332,19 +334,18 @@ class _Partial:
         """Write the outputs of ``pending`` batches as one chunk; returns them on the host."""
         start, stop = pending[0][0], pending[-1][0] + pending[-1][1]
         arrays = {name: np.concatenate([np.asarray(out[i])[:valid] for _, valid, out in pending])
-                  for i, name in enumerate(names)}
-        arrays = {name: a.astype(np.int32 if name.startswith("predictions") else np.float32)
-                  for name, a in arrays.items()}
+                  for i, name in enumerate(names)}  # int32 predictions, float32 features, as run returns them
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         _atomic_write(self.folder / f"{start:09d}-{stop:09d}.npz", buffer.getvalue())
         return arrays
 
-    def remove(self) -> None:
-        if self.folder.exists():
-            for path in self.folder.iterdir():
-                path.unlink()
-            self.folder.rmdir()
+
+def _remove_partial(folder: Path) -> None:
+    if folder.exists():
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
 
 
 @functools.lru_cache(maxsize=64)
@@ -437,7 +438,7 @@ def _write_entry(entry: Path, spec: ModelSpec, result: _Entry) -> None:
         files[name] = {"shape": list(array.shape), "dtype": str(array.dtype), "sha256": digest}
     manifest = {"model": _fingerprint(spec), "num_classes": result.num_classes, "files": files}
     _atomic_write(entry / "entry.json", json.dumps(manifest, indent=2).encode())
-    _Partial(entry / "partial", {}, []).remove()
+    _remove_partial(entry / "partial")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
