@@ -47,8 +47,7 @@ def _add_source_options(parser, data_dir_help: str = "the tensorflow-datasets da
 def _open_stimuli(args):
     from jaxagree.data import open_stimuli
 
-    stimuli = open_stimuli(args.stimuli if hasattr(args, "stimuli") else args.source, data_dir=args.data_dir,
-                           image_size=args.image_size, skip_bad=args.skip_bad)
+    stimuli = open_stimuli(args.stimuli, data_dir=args.data_dir, image_size=args.image_size, skip_bad=args.skip_bad)
     for path, why in getattr(stimuli, "skipped", []):
         print(f"skipped {path}: {why}", file=sys.stderr)
     return stimuli
@@ -144,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "convert", help="write a stimulus source as a TFDS dataset (ArrayRecord) for fast reuse: tfds:NAME:SPLIT",
         description=_SOURCES,
     )
-    convert.add_argument("source", metavar="SOURCE")
+    convert.add_argument("stimuli", metavar="SOURCE")
     convert.add_argument("--name", required=True, help="the dataset's name (lower case, digits, _)")
     convert.add_argument("--split", default="stimuli", help="the split to write (default: stimuli)")
     _add_source_options(convert, data_dir_help="where to write the dataset (and to read tfds: sources from)")

@@ -159,13 +159,18 @@ class _DecodedStimuli(Stimuli):
     @abc.abstractmethod
     def _encoded(self, index: int) -> bytes | Path | np.ndarray: ...
 
+    @functools.cached_property
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        """One pool for the source's life: decoding, checks and record reads (idle threads are
+        joined at exit)."""
+        return concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="jaxagree-decode")
+
     def _where(self, index: int) -> str:
         return f"{self.source} stimulus {index} ({self.ids[index]})"
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         indices = list(indices)
-        with concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="jaxagree-decode") as pool:
-            images = list(pool.map(self._decode, indices))
+        images = list(self._pool.map(self._decode, indices))
         shapes = {image.shape for image in images}
         if len(shapes) > 1:
             first = images[0].shape
@@ -266,8 +271,7 @@ class FolderStimuli(_DecodedStimuli):
             except ValueError as error:
                 return str(error)
 
-        with concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="jaxagree-check") as pool:
-            problems = list(pool.map(problem, files))
+        problems = list(self._pool.map(problem, files))
         self.skipped = [(p.relative_to(self.root).as_posix(), why) for p, why in zip(files, problems) if why]
         kept = [p for p, why in zip(files, problems) if why is None]
         if not kept:
@@ -349,8 +353,7 @@ class TfdsStimuli(_DecodedStimuli):
                 records = [self._data[i] for i in indices]
             return [{k: record[k] for k in keys} for record in records]
 
-        with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
-            records = [r for chunk in pool.map(fields, range(0, len(self._data), 1024)) for r in chunk]
+        records = [r for chunk in self._pool.map(fields, range(0, len(self._data), 1024)) for r in chunk]
         ids = ([_text(r[self._id_key]) for r in records] if self._id_key
                else [f"{self._data.split}/{i}" for i in range(len(records))])
         if len(set(ids)) != len(ids):
