@@ -124,8 +124,15 @@ class ArrayStimuli(Stimuli):
             raise ValueError(f"{source}: stimulus ids are not unique")
         if labels is not None:
             labels = np.asarray(labels)
-            if labels.shape != (num,):
-                raise ValueError(f"{source}: labels must have shape [{num}], got {labels.shape}")
+            if labels.shape != (num,) or not np.issubdtype(labels.dtype, np.integer):
+                raise ValueError(f"{source}: labels must be int [{num}], got {labels.dtype} {labels.shape}")
+            # Checked before the cast: a label past the int32 range would wrap into a valid one.
+            limit = np.iinfo(np.int32).max if categories is None else len(categories) - 1
+            bad = (labels < -1) | (labels > limit)
+            if bad.any():
+                at = int(np.argmax(bad))
+                raise ValueError(f"{source}: label {labels[at]} of stimulus {ids[at]!r} is outside "
+                                 f"[-1, {limit}] (-1 = unlabelled)")
             labels = labels.astype(np.int32)
         self.images, self.source = images, source
         self._ids, self._labels = ids, labels
@@ -447,15 +454,13 @@ def open_stimuli(source: str | os.PathLike, *, data_dir: str | os.PathLike | Non
 
 
 def _array_file(text: str) -> ArrayStimuli:
-    from jaxagree.io import _labels, _load_plain, _names
+    from jaxagree.io.arrays import labels_array, load_arrays, names_array
 
     path = Path(text[4:] if text.startswith("npz:") else text)
     if path.suffix.lower() not in (".npz", ".npy"):
         raise ValueError(f"{text}: unknown SOURCE; expected npz:PATH (or a .npz/.npy file), folder:PATH, "
                          "tfds:NAME:SPLIT or synthetic:NAME?params")
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    loaded = _load_plain(path)
+    loaded = load_arrays(path)
     arrays = {"images": loaded} if isinstance(loaded, np.ndarray) else loaded
     if "images" not in arrays:
         raise ValueError(f"{path}: no 'images' array; found {', '.join(arrays) or 'nothing'}")
@@ -464,7 +469,8 @@ def _array_file(text: str) -> ArrayStimuli:
         raise ValueError(f"{path}: images must be uint8 [stimuli, height, width, 3], got {images.dtype} {images.shape}")
     num = images.shape[0]
     categories = arrays.get("categories")
-    return ArrayStimuli(images, _labels(arrays, num, path), _names(arrays.get("ids"), num, "", path, "ids"),
+    ids = names_array(arrays.get("ids"), num, "", path, "ids", "images")
+    return ArrayStimuli(images, labels_array(arrays, num, path), ids,
                         None if categories is None else [str(c) for c in categories], source=f"npz:{path}")
 
 

@@ -1,0 +1,141 @@
+"""The smaller inputs of the commands: features per model, stimulus indices, model families and
+category names. Every failure to read is a ``ValueError`` that names the file."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from jaxagree.io.arrays import load_arrays, load_npy
+
+_INDEX = re.compile(r"^[+-]?\d{1,18}$")
+
+
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """A UTF-8 text file (a byte-order mark is dropped), or a ValueError that names it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file ({what})")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read ({what}): {error.strerror or error}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({what}): byte {data[error.start]:#04x} at offset "
+                         f"{error.start}") from None
+
+
+def _csv_rows(path: Path, text: str, required: set[str], what: str) -> list[dict[str, str]]:
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        fields = reader.fieldnames
+        if fields is None or not required <= {f.strip() for f in fields}:
+            raise ValueError(f"{path}: expected column(s) {', '.join(sorted(map(repr, required)))} ({what}); "
+                             f"found {fields}")
+        return [{(k or "").strip(): (v or "").strip() for k, v in row.items() if isinstance(v, str)}
+                for row in reader]
+    except csv.Error as error:
+        raise ValueError(f"{path}: not a readable CSV file ({what}): {error}") from None
+
+
+class FeatureSet(NamedTuple):
+    """Features of several models on the same stimuli.
+
+    Attributes:
+      models: model names.
+      features: one ``[stimuli, dim_m]`` array per model (dims may differ).
+    """
+
+    models: list[str]
+    features: list[np.ndarray]
+
+
+def read_features(path: str | os.PathLike) -> FeatureSet:
+    """Read features: an ``.npz`` with one ``[stimuli, dim]`` array per model (the key is the
+    model name), or a folder of ``.npy`` files (the file stem is the model name, sorted)."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = sorted(path.glob("*.npy"))
+        if not files:
+            raise ValueError(f"{path}: folder has no .npy files (one [stimuli, dim] array per model)")
+        arrays = {f.stem: load_npy(f) for f in files}
+    elif path.suffix.lower() == ".npz":
+        arrays = load_arrays(path)
+        if not arrays:
+            raise ValueError(f"{path}: holds no arrays")
+    else:
+        raise ValueError(f"{path}: expected an .npz file or a folder of .npy files")
+    for name, array in arrays.items():
+        if array.ndim != 2:
+            raise ValueError(f"{path}: features of model {name!r} must be [stimuli, dim], got shape {array.shape}")
+        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+            raise ValueError(f"{path}: features of model {name!r} are not real numbers (dtype {array.dtype})")
+    return FeatureSet(list(arrays), list(arrays.values()))
+
+
+def read_indices(path: str | os.PathLike, num_stimuli: int) -> np.ndarray:
+    """Stimulus indices from a CSV with an ``index`` column (e.g. ``contrastive.csv``) or a file
+    with one index per line."""
+    path = Path(path)
+    text = read_text(path, "stimulus indices")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{path}: no stimulus indices")
+    if "," in lines[0] or not _INDEX.match(lines[0]):
+        values = [row.get("index", "") for row in _csv_rows(path, text, {"index"}, "stimulus indices")]
+    else:
+        values = lines
+    if not values:
+        raise ValueError(f"{path}: no stimulus indices")
+    bad = next((v for v in values if not _INDEX.match(v)), None)
+    if bad is not None:
+        raise ValueError(f"{path}: stimulus index {bad!r} is not an integer")
+    indices = np.array([int(v) for v in values], np.int64)
+    outside = (indices < 0) | (indices >= num_stimuli)
+    if outside.any():
+        raise ValueError(f"{path}: stimulus index {indices[outside][0]} is outside [0, {num_stimuli})")
+    if len(np.unique(indices)) != len(indices):
+        raise ValueError(f"{path}: stimulus indices repeat")
+    return indices
+
+
+def read_families(path: str | os.PathLike) -> dict[str, str]:
+    """Model -> family from a CSV with columns ``model`` and ``family``."""
+    path = Path(path)
+    rows = _csv_rows(path, read_text(path, "model families"), {"model", "family"}, "model families")
+    families: dict[str, str] = {}
+    for number, row in enumerate(rows, 2):  # line 1 is the header
+        model, family = row.get("model", ""), row.get("family", "")
+        if not model or not family:
+            raise ValueError(f"{path}: line {number} has an empty model or family")
+        if families.get(model, family) != family:
+            raise ValueError(f"{path}: model {model!r} is given two families ({families[model]!r}, {family!r})")
+        families[model] = family
+    return families
+
+
+def read_categories(path: str | os.PathLike) -> list[str]:
+    """Category names, one per line in index order (blank lines skipped)."""
+    path = Path(path)
+    names = [line.strip() for line in read_text(path, "category names").splitlines() if line.strip()]
+    if not names:
+        raise ValueError(f"{path}: no category names (one per line, in index order)")
+    seen: dict[str, int] = {}
+    for number, name in enumerate(names):
+        if name in seen:
+            raise ValueError(f"{path}: category {name!r} is listed twice (indices {seen[name]} and {number})")
+        seen[name] = number
+    return names
+
+
+__all__ = ["FeatureSet", "read_categories", "read_families", "read_features", "read_indices", "read_text"]

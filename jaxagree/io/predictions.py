@@ -1,0 +1,435 @@
+"""Prediction tables: many models' responses on one stimulus set, read from any common format.
+
+* Long tables, CSV/TSV or Parquet, one row per (model, stimulus) with columns ``model``,
+  ``stimulus``, ``response`` and optionally ``label``. A response that is empty, ``na``, ``nan``
+  or ``none`` (any case), a null, or ``-1`` is "no response"; a (model, stimulus) pair absent
+  from the table is "no response" too. A missing label marks an unlabelled stimulus.
+* Wide arrays: ``.npy`` holding ``int [models, stimuli]`` (-1 = no response), or ``.npz`` with
+  ``predictions`` and optionally ``labels [stimuli]``, ``models``, ``stimuli`` and
+  ``categories`` (string arrays).
+
+Responses and labels follow one rule (see :func:`read_predictions`): integers are category
+indices, names are looked up; without a category list a table is all integers or all names.
+Models and stimuli keep the order of their first appearance in a long table. Nothing is
+unpickled, and a category index is bounded (:data:`MAX_CATEGORIES`) before anything is sized by it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from jaxagree.io.arrays import labels_array, load_arrays, names_array
+
+MISSING_MARKERS = frozenset({"", "na", "nan", "none"})
+# Category indices index count tables and name lists: a stray 2**40 must not size them. ImageNet-21k
+# has 21,843 classes; a million leaves room for any real label space.
+MAX_CATEGORIES = 2**20
+_LONG_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+# Up to 18 digits fit int64; longer digit strings are read as category names.
+_INTEGER = re.compile(r"^[+-]?\d{1,18}$")
+
+
+class PredictionTable(NamedTuple):
+    """Predictions of many models on one stimulus set, with names.
+
+    Attributes:
+      predictions: ``int32 [models, stimuli]`` category index; -1 = no response.
+      labels: ``int32 [stimuli]`` true category (-1 = unlabelled), or None without labels.
+      models: model names, one per row of ``predictions``.
+      stimuli: stimulus ids, one per column.
+      categories: category names; index ``j`` of ``predictions`` means ``categories[j]``.
+    """
+
+    predictions: np.ndarray
+    labels: np.ndarray | None
+    models: list[str]
+    stimuli: list[str]
+    categories: list[str]
+
+    @property
+    def num_categories(self) -> int:
+        return len(self.categories)
+
+
+def read_predictions(
+    path: str | os.PathLike,
+    *,
+    categories: Sequence[str] | None = None,
+    num_categories: int | None = None,
+) -> PredictionTable:
+    """Read predictions from a long CSV/Parquet table or a wide ``.npy``/``.npz`` array.
+
+    Responses and labels alike: an integer is a category index and a name is looked up. With
+    ``categories``, integers index that list (even names that look like numbers) and names must be
+    in it. Without it, a table is either all integers (categories ``0 .. max``, or
+    ``num_categories``) or all names (the sorted union of responses and labels): a mix is an error
+    that names a row of each kind. A negative value other than -1 is an error.
+
+    Args:
+      path: the file.
+      categories: the category vocabulary, in index order.
+      num_categories: for integer responses, the number of categories (default: max + 1); at
+        most :data:`MAX_CATEGORIES`.
+
+    Raises:
+      ValueError: naming the file and the offending column, model, stimulus or value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in _LONG_SUFFIXES:
+        return _read_long(path, _LONG_SUFFIXES[suffix], categories, num_categories)
+    if suffix in (".npy", ".npz"):
+        return _read_wide(path, categories, num_categories)
+    raise ValueError(
+        f"{path}: unknown format {suffix!r}; expected .csv, .tsv, .parquet (long table) "
+        "or .npy, .npz (array [models, stimuli])"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Long tables
+
+
+def _load_arrow(path: Path, kind: str):
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if kind == "parquet":
+        try:
+            return pq.read_table(path)
+        except (pa.ArrowException, OSError) as err:
+            raise ValueError(f"{path}: not a readable Parquet file: {err}") from None
+    names = ("model", "stimulus", "response", "label")
+    parse = pacsv.ParseOptions(delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    # Everything as text first: markers such as "NA" are ours to interpret, not the reader's.
+    convert = pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in names},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    try:
+        return pacsv.read_csv(path, parse_options=parse, convert_options=convert)
+    except (pa.ArrowException, OSError) as err:  # ArrowInvalid covers bad UTF-8 and ragged rows
+        raise ValueError(f"{path}: cannot parse as a table: {err}") from None
+
+
+_NAME = np.iinfo(np.int64).min  # in _Column.indices: the value is a category name, not an index
+
+
+class _Column(NamedTuple):
+    """A response or label column as codes into its distinct values.
+
+    Text work (trimming, missing markers, integer parsing, vocabulary look-up) is done once per
+    distinct value, never per row: a table of tens of millions of rows has few distinct values.
+    """
+
+    name: str  # "response" or "label"
+    codes: np.ndarray  # int64 [rows], index into the distinct values
+    indices: np.ndarray  # int64 [distinct]: the integer index; -1 missing; _NAME for a name
+    names: list[str | None]  # [distinct]: the trimmed name where the value is a name
+
+
+def _dictionary(column) -> tuple[np.ndarray, list]:
+    """(codes [rows] with -1 for null, distinct values) of an Arrow column, without copying it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(column.cast(pa.string()))
+    if isinstance(encoded, pa.Array):
+        encoded = pa.chunked_array([encoded])
+    if encoded.num_chunks == 0:
+        return np.zeros(0, np.int64), []
+    encoded = encoded.unify_dictionaries()  # chunks read in parallel each have their own
+    indices = pa.chunked_array([chunk.indices for chunk in encoded.chunks], encoded.type.index_type)
+    codes = np.asarray(indices.fill_null(-1).to_numpy(), np.int64)
+    return codes, encoded.chunk(0).dictionary.to_pylist()
+
+
+def _parse_column(column, path: Path, name: str) -> _Column:
+    import pyarrow as pa
+
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    kind = column.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind):
+        values = np.asarray(column.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False))
+        missing = np.isnan(values)
+        whole = missing | (np.isfinite(values) & (values == np.round(values)))
+        if not whole.all():
+            row = int(np.flatnonzero(~whole)[0])
+            raise ValueError(f"{path}: column {name!r} row {row} holds {values[row]}, not a category index")
+        if pa.types.is_integer(kind):  # exact even beyond 2**53
+            values = column.cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
+        distinct, codes = np.unique(np.where(missing, -1, values).astype(np.int64), return_inverse=True)
+        return _Column(name, codes.reshape(-1), distinct, [None] * len(distinct))
+    codes, distinct = _dictionary(column)
+    indices, names = [], []
+    for word in distinct + [None]:  # the trailing entry is what a null code (-1) picks
+        word = None if word is None else word.strip()
+        if word is None or word.lower() in MISSING_MARKERS:
+            indices.append(-1)
+            names.append(None)
+        elif _INTEGER.match(word):  # "-1" is "no response" in text as in integer columns
+            indices.append(int(word))
+            names.append(None)
+        else:
+            indices.append(_NAME)
+            names.append(word)
+    codes = np.where(codes < 0, len(distinct), codes)
+    return _Column(name, codes, np.array(indices, np.int64), names)
+
+
+def _read_long(path: Path, kind: str, categories, num_categories) -> PredictionTable:
+    table = _load_arrow(path, kind)
+    required = ("model", "stimulus", "response")
+    absent = [c for c in required if c not in table.column_names]
+    if absent:
+        raise ValueError(
+            f"{path}: missing column(s) {', '.join(map(repr, absent))}; a long table needs "
+            f"model, stimulus, response (and optionally label); found: {', '.join(table.column_names)}"
+        )
+    if table.num_rows == 0:
+        raise ValueError(f"{path}: the table has no rows")
+
+    def encode(name):
+        codes, names = _dictionary(table.column(name))
+        empty = np.array([v is None or not v.strip() for v in names] + [True])
+        if empty[codes].any():
+            row = int(np.flatnonzero(empty[codes])[0])
+            raise ValueError(f"{path}: column {name!r} is empty in row {row}")
+        return codes, names
+
+    model_code, models = encode("model")
+    stim_code, stimuli = encode("stimulus")
+    columns = [_parse_column(table.column("response"), path, "response")]
+    if "label" in table.column_names:
+        columns.append(_parse_column(table.column("label"), path, "label"))
+
+    def where(row: int) -> str:
+        return f"model {models[model_code[row]]!r}, stimulus {stimuli[stim_code[row]]!r} (row {row})"
+
+    names, codes = _categorise(columns, categories, num_categories, path, where)
+    preds = _scatter_wide(model_code, stim_code, codes[0], len(models), len(stimuli), path, where)
+    stim_labels = None
+    if len(codes) > 1:
+        stim_labels = _stimulus_labels(stim_code, codes[1], len(stimuli), stimuli, names, path)
+    return PredictionTable(preds, stim_labels, models, stimuli, names)
+
+
+def check_num_categories(num_categories, source: str = "num_categories") -> int:
+    """``num_categories`` as an int in ``[1, MAX_CATEGORIES]``."""
+    if isinstance(num_categories, bool) or not isinstance(num_categories, (int, np.integer)) or num_categories < 1:
+        raise ValueError(f"{source} must be a positive integer, got {num_categories!r}")
+    if num_categories > MAX_CATEGORIES:
+        raise ValueError(f"{source}={num_categories:,} is more categories than jaxagree accepts "
+                         f"({MAX_CATEGORIES:,}); count tables grow with it")
+    return int(num_categories)
+
+
+def _first_row(column: _Column, distinct: np.ndarray) -> int:
+    """The first row of ``column`` whose value is one of the ``distinct`` positions."""
+    return int(np.flatnonzero(np.isin(column.codes, distinct))[0])
+
+
+def _categorise(columns: list[_Column], categories, num_categories, path, where) -> tuple[list[str], list]:
+    """Category names and, per column, int32 category indices per row (-1 = missing).
+
+    The rule, for responses and labels alike: an integer is an index; with ``categories`` it
+    indexes that list and a name is looked up in it. Without ``categories`` the values must be all
+    integers (indices ``0 .. max``, or ``num_categories``) or all names (the vocabulary is their
+    sorted union): a mix is an error, since ``0`` and ``cat`` cannot be put in one order.
+    """
+    for column in columns:
+        negative = np.flatnonzero((column.indices < -1) & (column.indices != _NAME))
+        if negative.size:
+            row = _first_row(column, negative[:1])
+            raise ValueError(f"{path}: {column.name} {column.indices[negative[0]]} < -1 at {where(row)}: not a "
+                             "category index (-1 means no response)")
+    if num_categories is not None:
+        num_categories = check_num_categories(num_categories)
+    with_names = [c for c in columns if any(n is not None for n in c.names)]
+    with_integers = [c for c in columns if (c.indices >= 0).any()]
+    if categories is not None:
+        categories = [str(c) for c in categories]
+        if len(set(categories)) != len(categories):
+            raise ValueError("categories contains duplicate names")
+        if num_categories is not None and num_categories != len(categories):
+            raise ValueError(f"num_categories={num_categories} disagrees with the {len(categories)} given categories")
+        vocabulary, num_categories = categories, len(categories)
+    elif with_names and with_integers:
+        named, numbered = with_names[0], with_integers[0]
+        name_row = _first_row(named, np.flatnonzero(named.indices == _NAME)[:1])
+        number_row = _first_row(numbered, np.flatnonzero(numbered.indices >= 0)[:1])
+        raise ValueError(
+            f"{path}: category names and integer indices are mixed: {named.name} "
+            f"{named.names[named.codes[name_row]]!r} at {where(name_row)} is a name, {numbered.name} "
+            f"{numbered.indices[numbered.codes[number_row]]} at {where(number_row)} an index. Give the category "
+            "names in index order with categories= (--categories FILE), so that integers index them, or write "
+            "every response and label the same way"
+        )
+    elif with_names:
+        if num_categories is not None:
+            raise ValueError(
+                f"{path}: num_categories is for integer responses; responses here are category names, "
+                "so give the full list of names with categories= (--categories FILE)"
+            )
+        vocabulary = sorted({n for c in columns for n in c.names if n is not None})
+        num_categories = len(vocabulary)
+    else:
+        if not with_integers and num_categories is None:
+            raise ValueError(f"{path}: no model gave any response")
+        if num_categories is None:
+            column = max(columns, key=lambda c: c.indices.max())
+            largest = int(column.indices.max())
+            if largest >= MAX_CATEGORIES:
+                row = _first_row(column, np.flatnonzero(column.indices == largest))
+                raise ValueError(
+                    f"{path}: {column.name} {largest:,} at {where(row)} is too large for a category index "
+                    f"(jaxagree accepts up to {MAX_CATEGORIES - 1:,}); number the categories from 0, or give "
+                    "their names with categories= (--categories FILE)"
+                )
+            num_categories = largest + 1
+        vocabulary = None  # integers name themselves
+    codes = []
+    for column in columns:
+        # Per distinct value: its category, -1 if missing, -2 for an unknown name or an index out of range.
+        lookup = np.where((column.indices >= num_categories) | (column.indices == _NAME), -2, column.indices)
+        if vocabulary is not None and column.names:
+            index = {name: i for i, name in enumerate(vocabulary)}
+            lookup = np.where(column.indices == _NAME, [index.get(n, -2) for n in column.names], lookup)
+        unknown = np.flatnonzero(lookup == -2)
+        if unknown.size:
+            row = _first_row(column, unknown)
+            value = column.codes[row]
+            if column.indices[value] == _NAME:
+                raise ValueError(f"{path}: {column.name} {column.names[value]!r} at {where(row)} is not one of the "
+                                 f"{num_categories} given categories")
+            raise ValueError(f"{path}: {column.name} {column.indices[value]} >= num_categories={num_categories} "
+                             f"at {where(row)}")
+        codes.append(lookup.astype(np.int32)[column.codes])
+    names = vocabulary if vocabulary is not None else [str(i) for i in range(num_categories)]
+    return names, codes
+
+
+def _scatter_wide(model_code, stim_code, codes, num_models, num_stimuli, path, where) -> np.ndarray:
+    flat = model_code * num_stimuli + stim_code
+    seen = np.bincount(flat, minlength=num_models * num_stimuli)
+    if seen.max() > 1:
+        duplicate = int(np.argmax(seen > 1))
+        rows = np.flatnonzero(flat == duplicate)
+        raise ValueError(
+            f"{path}: duplicate rows for {where(int(rows[0])).rsplit(' (row', 1)[0]} "
+            f"(rows {', '.join(map(str, rows[:5]))}); each model rates each stimulus once"
+        )
+    preds = np.full((num_models, num_stimuli), -1, np.int32)
+    preds.reshape(-1)[flat] = codes
+    return preds
+
+
+def _stimulus_labels(stim_code, label_codes, num_stimuli, stimuli, names, path) -> np.ndarray:
+    labels = np.full(num_stimuli, -1, np.int32)
+    given = label_codes >= 0
+    labels[stim_code[given]] = label_codes[given]
+    conflict = given & (labels[stim_code] != label_codes)
+    if conflict.any():
+        row = int(np.flatnonzero(conflict)[0])
+        stim = stim_code[row]
+        raise ValueError(
+            f"{path}: stimulus {stimuli[stim]!r} has conflicting labels "
+            f"{names[label_codes[row]]!r} (row {row}) and {names[labels[stim]]!r}"
+        )
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Wide arrays
+
+
+def _read_wide(path: Path, categories, num_categories) -> PredictionTable:
+    loaded = load_arrays(path)
+    if isinstance(loaded, np.ndarray):
+        arrays = {"predictions": loaded}
+    else:
+        arrays = loaded
+        if "predictions" not in arrays:
+            raise ValueError(
+                f"{path}: no 'predictions' array; found {', '.join(arrays) or 'nothing'} "
+                "(expected predictions [models, stimuli] and optionally labels, models, stimuli, categories)"
+            )
+    preds = arrays["predictions"]
+    if preds.ndim != 2:
+        raise ValueError(f"{path}: predictions must have shape [models, stimuli], got {preds.shape}")
+    if not np.issubdtype(preds.dtype, np.integer):
+        raise ValueError(
+            f"{path}: predictions must be integer category indices (-1 = no response), got dtype {preds.dtype}"
+        )
+    num_models, num_stimuli = preds.shape
+    if num_models == 0 or num_stimuli == 0:
+        raise ValueError(f"{path}: predictions is empty (shape {preds.shape})")
+    models = names_array(arrays.get("models"), num_models, "model_", path, "models", "predictions")
+    stimuli = names_array(arrays.get("stimuli"), num_stimuli, "", path, "stimuli", "predictions")
+    labels = labels_array(arrays, num_stimuli, path)
+    if categories is None and "categories" in arrays:
+        categories = [str(c) for c in np.asarray(arrays["categories"]).reshape(-1).tolist()]
+    if categories is not None:
+        if num_categories is not None and num_categories != len(categories):
+            raise ValueError(f"num_categories={num_categories} disagrees with the {len(categories)} given categories")
+        num_categories = len(categories)
+    elif num_categories is not None:
+        num_categories = check_num_categories(num_categories)
+    # The bound applies before the range check: values far past it must not size anything.
+    limit = num_categories if num_categories is not None else MAX_CATEGORIES
+    for name, values in (("predictions", preds), ("labels", labels)):
+        if values is None:
+            continue
+        bad = (values < -1) | (values >= limit)
+        if bad.any():
+            at = np.argwhere(bad)[0]
+            place = (
+                f"model {models[at[0]]!r}, stimulus {stimuli[at[1]]!r}" if values.ndim == 2
+                else f"stimulus {stimuli[at[0]]!r}"
+            )
+            if num_categories is None and values[tuple(at)] >= limit:
+                raise ValueError(
+                    f"{path}: {name} value {values[tuple(at)]:,} at {place} is too large for a category index "
+                    f"(jaxagree accepts up to {MAX_CATEGORIES - 1:,}); number the categories from 0, or give "
+                    "their names with categories= (--categories FILE)"
+                )
+            raise ValueError(
+                f"{path}: {name} value {values[tuple(at)]} at {place} is outside "
+                f"[-1, num_categories={limit}) (-1 means no response)"
+            )
+    if num_categories is None:
+        num_categories = int(max(preds.max(), labels.max() if labels is not None else -1)) + 1
+        if num_categories < 1:
+            raise ValueError(f"{path}: no model gave any response")
+    names = list(categories) if categories is not None else [str(i) for i in range(num_categories)]
+    labels = None if labels is None else labels.astype(np.int32)
+    return PredictionTable(preds.astype(np.int32), labels, models, stimuli, names)
+
+
+def save_predictions(path: str | os.PathLike, table: PredictionTable) -> Path:
+    """Write a :class:`PredictionTable` as ``.npz`` (plain arrays; no pickle needed to read)."""
+    path = Path(path)
+    arrays = {
+        "predictions": np.asarray(table.predictions, np.int32),
+        "models": np.asarray(table.models, dtype=str),
+        "stimuli": np.asarray(table.stimuli, dtype=str),
+        "categories": np.asarray(table.categories, dtype=str),
+    }
+    if table.labels is not None:
+        arrays["labels"] = np.asarray(table.labels, np.int32)
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+__all__ = ["MAX_CATEGORIES", "MISSING_MARKERS", "PredictionTable", "check_num_categories", "read_predictions",
+           "save_predictions"]
