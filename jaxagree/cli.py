@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -69,9 +69,21 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="jaxagree", description="Find the stimuli on which many vision models disagree."
+        prog="jaxagree", description="Find the stimuli on which many vision models disagree.",
+        epilog="Exit status: 0 done, 2 bad input or arguments (nothing written), 1 a failure during the run, "
+        "130 interrupted.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of any error")
     commands = parser.add_subparsers(dest="command", required=True)
+    add_parser = commands.add_parser
+
+    def with_common(name, **kwargs):
+        return add_parser(name, parents=[common], **kwargs)
+
+    commands.add_parser = with_common
 
     agreement = commands.add_parser(
         "agreement",
@@ -133,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     extract.add_argument("--no-progress", action="store_true", help="no progress bars")
     extract.add_argument(
+        "--trust-code", action="store_true",
+        help="allow python:MODULE:FUNCTION sources, which import and run code the zoo file names: "
+        "a zoo file with python: entries is code, so use this only for zoo files you trust",
+    )
+    extract.add_argument(
         "--distributed", action="store_true",
         help="several processes (jax.distributed): models split across them, outputs written by process 0; "
         "implied by JAX_COORDINATOR_ADDRESS (with JAX_NUM_PROCESSES and JAX_PROCESS_ID); "
@@ -167,8 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_agreement(table, args) -> int:
+def _run_agreement(table, args, output, *, also_write: Callable[[Path], Path] | None = None) -> int:
+    """The agreement analysis of ``table``, its results swapped into ``output`` together with what
+    ``also_write(staging_folder)`` writes."""
     from jaxagree.analysis import analyse_agreement
+    from jaxagree.io import json_text
     from jaxagree.report import agreement_summary, write_agreement_report
 
     analysis = analyse_agreement(
@@ -179,16 +199,25 @@ def _run_agreement(table, args) -> int:
         num_bins=args.bins,
         bin_edges=args.bin_edges,
     )
-    written = write_agreement_report(analysis, table, args.out)
-    print(json.dumps(agreement_summary(analysis, table), indent=2))
-    print("wrote " + ", ".join(str(p) for p in written.values()), file=sys.stderr)
+    with output as staging:
+        written = [also_write(staging)] if also_write is not None else []
+        written += write_agreement_report(analysis, table, staging).values()
+    print(json_text(agreement_summary(analysis, table)))
+    _print_written(output, [Path(p).name for p in written])
     return 0
+
+
+def _print_written(output, names: Sequence[str]) -> None:
+    """The written files, named where they are now (moved from the staging folder)."""
+    print("wrote " + ", ".join(str(output.out / name) for name in names), file=sys.stderr)
 
 
 def _run_cka(args) -> int:
     from jaxagree.cka import check_same_stimuli, cka_matrix
-    from jaxagree.io import read_families, read_features, read_indices
+    from jaxagree.io import OutputFolder, read_families, read_features, read_indices
     from jaxagree.report import write_cka_report
+
+    output = OutputFolder(args.out, "cka")
 
     features = read_features(args.features)
     arrays = features.features
@@ -210,18 +239,23 @@ def _run_cka(args) -> int:
     matrix = cka_matrix(dict(zip(features.models, arrays)), debiased=args.debiased, max_bytes=max_bytes,
                         mesh=mesh, matmul_precision=args.matmul_precision)
     title = "debiased linear CKA" if args.debiased else "linear CKA"
-    written = write_cka_report(matrix, features.models, args.out, families=families, title=title)
+    with output as staging:
+        written = write_cka_report(matrix, features.models, staging, families=families, title=title)
     print(
         f"{len(features.models)} models x {arrays[0].shape[0]} stimuli: {title}, "
         f"mean off-diagonal {float(_off_diagonal_mean(matrix)):.4f}"
     )
-    print("wrote " + ", ".join(str(p) for p in written.values()), file=sys.stderr)
+    _print_written(output, [Path(p).name for p in written.values()])
     return 0
 
 
 def _run_extract(args) -> int:
     import os
 
+    from jaxagree.io import OutputFolder
+
+    # The cache lives in the output folder and outlives runs; the outputs are replaced as a whole.
+    output = OutputFolder(args.out, "extract", keep=("cache",))
     if args.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS"):
         from jaxagree.sharding import start_distributed
 
@@ -231,19 +265,20 @@ def _run_extract(args) -> int:
     from jaxagree.models import read_zoo
     from jaxagree.pipeline import extract, write_extraction
 
-    zoo = read_zoo(args.zoo)
+    zoo = read_zoo(args.zoo, trust_code=args.trust_code)
     stimuli = _open_stimuli(args)
     layers = [name.strip() for name in args.layers.split(",") if name.strip()]
-    result = extract(zoo, stimuli, cache_dir=args.out / "cache", layers=layers, batch_size=args.batch_size,
-                     progress=not args.no_progress, label_space=args.label_space, decision=args.decision)
-    if jax.process_index() != 0:
-        return 0  # process 0 writes the outputs
-    written = write_extraction(result, stimuli, args.out)
+    with output as staging:
+        result = extract(zoo, stimuli, cache_dir=output.out / "cache", layers=layers, batch_size=args.batch_size,
+                         progress=not args.no_progress, label_space=args.label_space, decision=args.decision)
+        if jax.process_index() != 0:
+            return 0  # process 0 writes the outputs
+        written = write_extraction(result, stimuli, staging)
     for name in result.models:
         rate = result.images_per_second[name]
         print(f"{name}: " + ("cached" if rate is None else f"{rate:,.1f} images/s"))
-    folders = ", ".join(str(args.out / "features" / layer) for layer in result.features)
-    print(f"wrote {written[0]} and {len(written) - 1} feature files in {folders}", file=sys.stderr)
+    folders = ", ".join(str(output.out / "features" / layer) for layer in result.features)
+    print(f"wrote {output.out / written[0].name} and {len(written) - 1} feature files in {folders}", file=sys.stderr)
     return 0
 
 
@@ -255,58 +290,78 @@ def _off_diagonal_mean(matrix) -> float:
     return float(np.nanmean(matrix[mask]))
 
 
+def _run(args) -> int:
+    if args.command == "agreement":
+        from jaxagree.io import OutputFolder, read_categories, read_predictions
+
+        output = OutputFolder(args.out, "agreement")
+        categories = read_categories(args.categories) if args.categories is not None else None
+        table = read_predictions(args.predictions, categories=categories, num_categories=args.num_categories)
+        return _run_agreement(table, args, output)
+    if args.command == "cka":
+        return _run_cka(args)
+    if args.command == "extract":
+        return _run_extract(args)
+    if args.command == "convert":
+        from jaxagree.data.convert import write_tfds
+        from jaxagree.data.sources import default_tfds_data_dir
+
+        stimuli = _open_stimuli(args)
+        folder = write_tfds(stimuli, args.data_dir or default_tfds_data_dir(), args.name, split=args.split,
+                            progress=not args.no_progress)
+        print(f"wrote {len(stimuli)} stimuli to {folder}; read them with --stimuli tfds:{args.name}:{args.split}"
+              f" --data-dir {folder.parent.parent}", file=sys.stderr)
+        return 0
+    if args.command == "prepare-imagenet":
+        from jaxagree.data.convert import prepare_imagenet_validation
+
+        folder = prepare_imagenet_validation(args.archive, args.data_dir, progress=not args.no_progress)
+        print(f"wrote {folder}; read it with --stimuli tfds:imagenet2012:validation --data-dir {args.data_dir}",
+              file=sys.stderr)
+        return 0
+    if args.command == "demo":
+        from jaxagree.demo import simulate_predictions
+        from jaxagree.io import OutputFolder, save_predictions
+
+        output = OutputFolder(args.out, "demo")
+        table = simulate_predictions(
+            num_models=args.models, num_stimuli=args.stimuli,
+            num_categories=args.num_categories, seed=args.seed,
+        )
+        print(f"demo: {len(table.models)} simulated models x {len(table.stimuli)} stimuli x "
+              f"{table.num_categories} categories", file=sys.stderr)
+        # The simulated table is written with the agreement results, in one swap.
+        return _run_agreement(table, args, output,
+                              also_write=lambda staging: save_predictions(staging / "predictions.npz", table))
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _error_text(error: BaseException) -> str:
+    """One line for an expected failure: the file and the reason, no traceback."""
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    if isinstance(error, MemoryError):
+        return "out of memory" + (f" ({error})" if str(error) else "") + "; try a smaller batch or --max-bytes"
+    return str(error).splitlines()[0] if isinstance(error, OSError) else str(error)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command. Expected failures print one line naming the culprit: bad input or arguments
+    exit with 2 (nothing written), failures during the run (writing, memory) with 1, an
+    interruption with 130; anything else is a bug and keeps its traceback. ``--debug`` shows the
+    traceback of every error."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "agreement":
-            from jaxagree.io import read_predictions
-
-            categories = None
-            if args.categories is not None:
-                categories = [line.strip() for line in args.categories.read_text().splitlines() if line.strip()]
-            table = read_predictions(args.predictions, categories=categories, num_categories=args.num_categories)
-            return _run_agreement(table, args)
-        if args.command == "cka":
-            return _run_cka(args)
-        if args.command == "extract":
-            return _run_extract(args)
-        if args.command == "convert":
-            from jaxagree.data.convert import write_tfds
-            from jaxagree.data.sources import default_tfds_data_dir
-
-            stimuli = _open_stimuli(args)
-            folder = write_tfds(stimuli, args.data_dir or default_tfds_data_dir(), args.name, split=args.split,
-                                progress=not args.no_progress)
-            print(f"wrote {len(stimuli)} stimuli to {folder}; read them with --stimuli tfds:{args.name}:{args.split}"
-                  f" --data-dir {folder.parent.parent}", file=sys.stderr)
-            return 0
-        if args.command == "prepare-imagenet":
-            from jaxagree.data.convert import prepare_imagenet_validation
-
-            folder = prepare_imagenet_validation(args.archive, args.data_dir, progress=not args.no_progress)
-            print(f"wrote {folder}; read it with --stimuli tfds:imagenet2012:validation --data-dir {args.data_dir}",
+        return _run(args)
+    except (ValueError, OSError, MemoryError, KeyboardInterrupt) as error:
+        if args.debug:
+            raise
+        if isinstance(error, KeyboardInterrupt):
+            print(f"jaxagree {args.command}: interrupted; finished work is kept, run again to resume",
                   file=sys.stderr)
-            return 0
-        if args.command == "demo":
-            from jaxagree.demo import simulate_predictions
-            from jaxagree.io import save_predictions
-
-            table = simulate_predictions(
-                num_models=args.models, num_stimuli=args.stimuli,
-                num_categories=args.num_categories, seed=args.seed,
-            )
-            args.out.mkdir(parents=True, exist_ok=True)
-            source = save_predictions(args.out / "predictions.npz", table)
-            print(
-                f"demo: {len(table.models)} simulated models x {len(table.stimuli)} stimuli x "
-                f"{table.num_categories} categories -> {source}",
-                file=sys.stderr,
-            )
-            return _run_agreement(table, args)
-    except ValueError as err:
-        print(f"jaxagree {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    raise AssertionError(f"unhandled command {args.command}")
+            return 130
+        print(f"jaxagree {args.command}: error: {_error_text(error)}", file=sys.stderr)
+        return 2 if isinstance(error, ValueError) else 1
 
 
 if __name__ == "__main__":

@@ -150,7 +150,7 @@ def test_read_features_not_2d_names_the_model(tmp_path, shape):
 @pytest.mark.parametrize("bad", [np.array([["a", "b"]] * NUM_STIMULI), np.zeros((NUM_STIMULI, 2), bool)])
 def test_read_features_non_numeric_names_the_model(tmp_path, bad):
     arrays = dict(FEATURES, delta=bad)
-    with pytest.raises(ValueError, match=r"model 'delta' are not numeric"):
+    with pytest.raises(ValueError, match=r"model 'delta' are not real numbers"):
         read_features(_npz(tmp_path / "f.npz", arrays))
 
 
@@ -158,13 +158,13 @@ def test_read_features_refuses_pickled_object_arrays(tmp_path):
     obj = np.empty((NUM_STIMULI, 2), object)
     obj[:] = 1.0
     np.savez(tmp_path / "f.npz", alpha=FEATURES["alpha"], beta=obj)
-    with pytest.raises(ValueError, match="without pickle"):
+    with pytest.raises(ValueError, match="pickle"):
         read_features(tmp_path / "f.npz")
     folder = tmp_path / "d"
     folder.mkdir()
     np.save(folder / "alpha.npy", FEATURES["alpha"])
     np.save(folder / "beta.npy", obj, allow_pickle=True)
-    with pytest.raises(ValueError, match="without pickle"):
+    with pytest.raises(ValueError, match="pickle"):
         read_features(folder)
 
 
@@ -195,7 +195,7 @@ def test_read_indices_index_only_csv(tmp_path):
 def test_read_indices_no_index_column(tmp_path):
     path = tmp_path / "c.csv"
     path.write_text("rank,stimulus\n0,img_00\n")
-    with pytest.raises(ValueError, match="column named 'index'"):
+    with pytest.raises(ValueError, match=r"column\(s\) 'index'"):
         read_indices(path, 10)
 
 
@@ -219,7 +219,7 @@ def test_read_indices_repeated(tmp_path, text):
 def test_read_indices_non_integer(tmp_path, text):
     path = tmp_path / "i.csv"
     path.write_text(text)
-    with pytest.raises(ValueError, match="must be integers"):
+    with pytest.raises(ValueError, match="is not an integer"):
         read_indices(path, 10)
 
 
@@ -252,7 +252,7 @@ def test_read_families(tmp_path):
 def test_read_families_needs_model_and_family(tmp_path, header):
     path = tmp_path / "families.csv"
     path.write_text(header + ("alpha,vit\n" if header else ""))
-    with pytest.raises(ValueError, match="expected columns 'model' and 'family'"):
+    with pytest.raises(ValueError, match=r"expected column\(s\) 'family', 'model'"):
         read_families(path)
 
 

@@ -764,3 +764,157 @@ def test_write_csv_nan_and_nine_significant_digits(tmp_path):
     # float32 values survive the round trip exactly.
     assert np.float32(float(lines[1].split(",")[3])) == np.float32(0.1)
     assert math.isclose(float(lines[1].split(",")[2]), 1 / 3, rel_tol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile input (issue 10): nothing is sized by a value before it is checked
+
+
+def test_a_huge_category_index_in_an_npy_is_refused_before_anything_is_sized(tmp_path):
+    # 2**24 would have built 16.7 million category names; 2**40 exhausted the machine.
+    for value in (2**24, 2**40):
+        np.save(tmp_path / "preds.npy", np.array([[0, value], [1, 0]], np.int64))
+        with pytest.raises(ValueError, match=rf"predictions value {value:,} at model 'model_0', stimulus '1' is too "
+                           r"large for a category index \(jaxagree accepts up to 1,048,575\)"):
+            read_predictions(tmp_path / "preds.npy")
+
+
+def test_a_huge_integer_label_in_an_npz_is_refused(tmp_path):
+    np.savez(tmp_path / "preds.npz", predictions=np.array([[0, 1], [1, 0]]), labels=np.array([0, 2**40]))
+    with pytest.raises(ValueError, match=r"labels value 1,099,511,627,776 at stimulus '1' is too large"):
+        read_predictions(tmp_path / "preds.npz")
+
+
+def test_a_huge_category_index_in_a_long_table_is_refused(tmp_path):
+    rows = [("m1", "s1", 0), ("m2", "s1", 2**40), ("m1", "s2", 1)]
+    path = _csv(tmp_path / "preds.csv", rows, header=("model", "stimulus", "response"))
+    with pytest.raises(ValueError, match=r"response 1,099,511,627,776 at model 'm2', stimulus 's1' \(row 1\) is too "
+                       "large for a category index"):
+        read_predictions(path)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npy"])
+def test_num_categories_is_bounded(tmp_path, suffix):
+    path = tmp_path / f"preds{suffix}"
+    if suffix == ".npy":
+        np.save(path, np.array([[0, 1], [1, 0]]))
+    else:
+        _csv(path, [("m1", "s1", 0), ("m2", "s1", 1)], header=("model", "stimulus", "response"))
+    with pytest.raises(ValueError, match=r"num_categories=5,000,000,000 is more categories than jaxagree accepts"):
+        read_predictions(path, num_categories=5_000_000_000)
+    assert read_predictions(path, num_categories=2**20).num_categories == 2**20  # the bound itself is allowed
+
+
+def test_largest_accepted_category_index(tmp_path):
+    np.save(tmp_path / "preds.npy", np.array([[0, 2**20 - 1], [1, 0]]))
+    assert read_predictions(tmp_path / "preds.npy").num_categories == 2**20
+
+
+# One rule for names and integers, responses and labels alike.
+
+
+def test_names_with_integer_labels_and_no_categories_is_an_error_naming_a_row_of_each(tmp_path):
+    # The issue's case: cat/dog responses with 0/1 labels became one vocabulary {0, 1, cat, dog}
+    # and a silent accuracy of 0.
+    rows = [("m1", "s1", "cat", 0), ("m2", "s1", "dog", 0), ("m1", "s2", "dog", 1), ("m2", "s2", "cat", 1)]
+    with pytest.raises(ValueError, match=r"category names and integer indices are mixed: response 'cat' at model "
+                       r"'m1', stimulus 's1' \(row 0\) is a name, label 0 at model 'm1', stimulus 's1' \(row 0\) an "
+                       r"index.*categories="):
+        read_predictions(_csv(tmp_path / "preds.csv", rows))
+
+
+def test_names_and_integers_mixed_within_responses_is_an_error(tmp_path):
+    rows = [("m1", "s1", "cat"), ("m2", "s1", "dog"), ("m1", "s2", "7")]
+    path = _csv(tmp_path / "preds.csv", rows, header=("model", "stimulus", "response"))
+    with pytest.raises(ValueError, match=r"response 'cat' at .*\(row 0\) is a name, response 7 at model 'm1', "
+                       r"stimulus 's2' \(row 2\) an index"):
+        read_predictions(path)
+
+
+def test_with_categories_integers_index_them_and_names_are_looked_up(tmp_path):
+    # Responses by name, labels by index (and the reverse on one row): one vocabulary, right accuracy.
+    rows = [("m1", "s1", "cat", 0), ("m2", "s1", "dog", 0), ("m1", "s2", "dog", 1), ("m2", "s2", 0, "dog")]
+    table = read_predictions(_csv(tmp_path / "preds.csv", rows), categories=["cat", "dog"])
+    assert table.categories == ["cat", "dog"]
+    np.testing.assert_array_equal(table.predictions, [[0, 1], [1, 0]])
+    np.testing.assert_array_equal(table.labels, [0, 1])
+
+
+def test_negative_values_among_names_are_errors_not_categories(tmp_path):
+    rows = [("m1", "s1", "cat", "cat"), ("m2", "s1", "-5", "cat"), ("m1", "s2", "dog", "dog")]
+    with pytest.raises(ValueError, match=r"response -5 < -1 at model 'm2', stimulus 's1' \(row 1\): not a category "
+                       r"index \(-1 means no response\)"):
+        read_predictions(_csv(tmp_path / "preds.csv", rows))
+    rows = [("m1", "s1", "cat", "cat"), ("m2", "s1", "dog", "-3")]
+    with pytest.raises(ValueError, match=r"label -3 < -1 at model 'm2', stimulus 's1'"):
+        read_predictions(_csv(tmp_path / "labels.csv", rows), categories=["cat", "dog"])
+
+
+def test_negative_labels_in_an_npz_are_errors(tmp_path):
+    np.savez(tmp_path / "preds.npz", predictions=np.array([[0, 1], [1, 0]]), labels=np.array([0, -4]))
+    with pytest.raises(ValueError, match=r"label -4 at index 1 is not a category index"):
+        read_predictions(tmp_path / "preds.npz")
+
+
+# Damaged array files: a clear error naming the file, never a traceback or an allocation.
+
+
+def test_a_text_file_named_npy_is_not_reported_as_pickled_data(tmp_path):
+    path = _write(tmp_path / "preds.npy", "model,stimulus,response\n")
+    with pytest.raises(ValueError, match=r"preds\.npy: not a valid \.npy file \(it does not start with NumPy's header"):
+        read_predictions(path)
+
+
+def test_an_npy_header_declaring_terabytes_is_refused_from_the_header(tmp_path):
+    with (tmp_path / "preds.npy").open("wb") as stream:  # a real header, then 4 of the 4.9e11 values
+        header = {"descr": "<i8", "fortran_order": False, "shape": (700000, 700000)}
+        np.lib.format.write_array_header_1_0(stream, header)
+        stream.write(np.zeros(4, np.int64).tobytes())
+    with pytest.raises(ValueError, match=r"preds\.npy: the header declares int64 \[700000, 700000\] \(3\.9 TB\) but "
+                       r"the file holds 32 bytes of data: it is truncated or damaged"):
+        read_predictions(tmp_path / "preds.npy")
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.9])
+def test_a_truncated_npz_is_a_clear_error(tmp_path, cut):
+    np.savez(tmp_path / "full.npz", predictions=np.arange(400).reshape(4, 100) % 3)
+    data = (tmp_path / "full.npz").read_bytes()
+    (tmp_path / "preds.npz").write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(ValueError, match=r"preds\.npz: not a valid \.npz file.*truncated"):
+        read_predictions(tmp_path / "preds.npz")
+
+
+def test_a_damaged_npz_member_is_a_clear_error(tmp_path):
+    np.savez_compressed(tmp_path / "full.npz", predictions=np.arange(4000).reshape(40, 100) % 7)
+    data = bytearray((tmp_path / "full.npz").read_bytes())
+    data[200:260] = bytes(60)  # inside the compressed member
+    (tmp_path / "preds.npz").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"preds\.npz"):
+        read_predictions(tmp_path / "preds.npz")
+
+
+def test_a_damaged_parquet_is_a_clear_error(tmp_path):
+    pq.write_table(pa.table({"model": ["a", "b"], "stimulus": ["x", "x"], "response": [1, 0]}), tmp_path / "p.parquet")
+    data = (tmp_path / "p.parquet").read_bytes()
+    (tmp_path / "preds.parquet").write_bytes(data[:20] + bytes(40) + data[60:])
+    with pytest.raises(ValueError, match=r"preds\.parquet: not a readable Parquet file"):
+        read_predictions(tmp_path / "preds.parquet")
+
+
+def test_a_non_utf8_csv_is_a_clear_error(tmp_path):
+    (tmp_path / "preds.csv").write_bytes(b"model,stimulus,response\nm1,s1,caf\xe9\nm2,s1,tea\n")
+    with pytest.raises(ValueError, match=r"preds\.csv: cannot parse as a table: .*UTF8"):
+        read_predictions(tmp_path / "preds.csv")
+
+
+# One JSON encoding: strict, NaN and infinities as null.
+
+
+def test_json_text_is_strict_and_equals_what_write_json_writes(tmp_path):
+    from jaxagree.io import json_text
+
+    data = {"nan": float("nan"), "inf": np.float32("inf"), "ninf": -math.inf, "x": np.float64(0.5)}
+    text = json_text(data)
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard constant {c}")) == {
+        "nan": None, "inf": None, "ninf": None, "x": 0.5}
+    assert write_json(tmp_path / "s.json", data).read_text() == text + "\n"

@@ -142,7 +142,7 @@ class OutputFolder:
 
     def __exit__(self, kind, error, traceback) -> None:
         try:
-            if kind is None:
+            if kind is None and any(self.staging.iterdir()):  # a run that wrote nothing changes nothing
                 self._commit()
         finally:
             shutil.rmtree(self.staging, ignore_errors=True)
