@@ -255,7 +255,8 @@ def _run_extract(args) -> int:
     from jaxagree.io import OutputFolder
 
     # The cache lives in the output folder and outlives runs; the outputs are replaced as a whole.
-    output = OutputFolder(args.out, "extract", keep=("cache",))
+    output = OutputFolder(args.out, "extract", keep=("cache",),
+                          worth_keeping=lambda cache: any(cache.rglob("*.np[yz]")))  # finished or partial results
     if args.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS"):
         from jaxagree.sharding import start_distributed
 

@@ -14,9 +14,10 @@ from jaxagree.io.predictions import (
     read_predictions,
     save_predictions,
 )
-from jaxagree.io.results import OutputFolder, json_text, write_csv, write_json
+from jaxagree.io.results import MARKER, OutputFolder, json_text, write_csv, write_json
 
 __all__ = [
+    "MARKER",
     "MAX_CATEGORIES",
     "MISSING_MARKERS",
     "FeatureSet",

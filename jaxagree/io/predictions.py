@@ -188,7 +188,16 @@ def _parse_column(column, path: Path, name: str) -> _Column:
 
 
 def _read_long(path: Path, kind: str, categories, num_categories) -> PredictionTable:
+    import pyarrow as pa
+
     table = _load_arrow(path, kind)
+    try:
+        return _table_from_arrow(table, path, categories, num_categories)
+    except pa.ArrowException as err:  # e.g. a binary Parquet column that is not UTF-8 text
+        raise ValueError(f"{path}: cannot read the table's values: {err}") from None
+
+
+def _table_from_arrow(table, path: Path, categories, num_categories) -> PredictionTable:
     required = ("model", "stimulus", "response")
     absent = [c for c in required if c not in table.column_names]
     if absent:

@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -123,11 +123,15 @@ class OutputFolder:
 
     ``keep`` names entries of the folder that outlive runs (``extract``'s cache): they stay in
     place, and the folder is claimed at once (so that an interrupted run can be resumed into it).
+    A failed first run removes the folder again unless ``worth_keeping(entry)`` says a kept entry
+    holds finished work (default: any file in it).
     """
 
-    def __init__(self, out: str | os.PathLike, command: str, *, keep: Sequence[str] = ()):
+    def __init__(self, out: str | os.PathLike, command: str, *, keep: Sequence[str] = (),
+                 worth_keeping: Callable[[Path], bool] | None = None):
         self.out = check_output_folder(out, command)
         self.command, self.keep = command, tuple(keep)
+        self.worth_keeping = worth_keeping or (lambda entry: any(p.is_file() for p in entry.rglob("*")))
         self.staging = self.out / f".jaxagree-staging-{os.getpid()}-{time.monotonic_ns()}"
 
     def __enter__(self) -> Path:
@@ -146,10 +150,18 @@ class OutputFolder:
                 self._commit()
         finally:
             shutil.rmtree(self.staging, ignore_errors=True)
-            if kind is not None and self.created and not self.keep:
-                # A failed first run leaves no folder behind (nothing in it but our own marker).
-                if {p.name for p in self.out.iterdir()} <= {MARKER, ".jaxagree.lock"}:
-                    shutil.rmtree(self.out, ignore_errors=True)
+            if kind is not None and self.created and not self._holds_work():
+                shutil.rmtree(self.out, ignore_errors=True)  # a failed first run leaves no folder behind
+
+    def _holds_work(self) -> bool:
+        """Whether the folder holds anything worth keeping: finished work in the entries that
+        outlive runs (a cache), or anything not ours."""
+        for path in self.out.iterdir():
+            if path.name in (MARKER, ".jaxagree.lock") or _is_staging(path.name):
+                continue
+            if path.name not in self.keep or self.worth_keeping(path):
+                return True
+        return False
 
     def _locked(self):
         return _FolderLock(self.out / ".jaxagree.lock")
