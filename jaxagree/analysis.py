@@ -14,7 +14,7 @@ import numpy as np
 
 from jaxagree.accuracy import AccuracyBins, accuracy_bins, model_accuracy
 from jaxagree.agreement import contrastive_stimuli, fleiss_kappa, per_stimulus_agreement
-from jaxagree.counts import agreement_stats, count_predictions
+from jaxagree.counts import agreement_stats
 
 
 class BinResults(NamedTuple):
@@ -72,7 +72,8 @@ def default_num_bins(num_models: int) -> int:
 
 
 def _kappa_on(preds: np.ndarray, stimuli: np.ndarray, num_categories: int) -> float:
-    return float(fleiss_kappa(count_predictions(preds[:, stimuli], num_categories=num_categories)))
+    # Statistics, not the dense [stimuli, categories] table: memory must not grow with the label space.
+    return float(fleiss_kappa(agreement_stats(preds[:, stimuli], num_categories=num_categories)))
 
 
 def analyse_agreement(
