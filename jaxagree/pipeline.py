@@ -372,20 +372,47 @@ def _runner(forward, preprocess: Preprocess, layers: tuple[str, ...], mesh: Mesh
 
 
 def preprocess_images(images: jax.Array, preprocess: Preprocess) -> jax.Array:
-    """uint8 ``[batch, h, w, 3]`` -> normalised float32 ``[batch, size, size, 3]``: the shorter
-    side resized to ``size / crop_fraction`` (antialiased bilinear), centre crop, per-channel
-    normalisation. Shapes are static, so this runs inside the model's ``jit``."""
+    """uint8 ``[batch, h, w, 3]`` -> normalised float32 ``[batch, size, size, 3]``, as a Hugging
+    Face image processor does it with PIL: resize (:class:`Preprocess` says to what and with which
+    filter), centre crop, ``* rescale``, per-channel normalisation. Shapes are static, so this
+    runs inside the model's ``jit``."""
+    try:
+        jax.image.ResizeMethod.from_string(preprocess.resample)
+    except ValueError:
+        raise ValueError(f"Preprocess.resample must be a jax.image.resize method such as 'linear', 'cubic', "
+                         f"'lanczos3' or 'nearest', got {preprocess.resample!r}") from None
     size = preprocess.size
     height, width = images.shape[1:3]
-    short = max(size, round(size / preprocess.crop_fraction))
-    scale = short / min(height, width)
-    resized_h, resized_w = max(size, round(height * scale)), max(size, round(width * scale))
-    x = images.astype(jnp.float32) / 255.0
-    if (resized_h, resized_w) != (height, width):
-        x = jax.image.resize(x, (x.shape[0], resized_h, resized_w, 3), method="bilinear", antialias=True)
+    resized_h, resized_w = _resized_shape(height, width, preprocess)
+    x = images.astype(jnp.float32)
+    # PIL resizes width first, then height, and clips each pass to the 8-bit range (cubic and
+    # lanczos overshoot at edges): the same order and clips keep bicubic within rounding of it.
+    if resized_w != width:
+        x = _resample_axis(x, 2, resized_w, preprocess.resample)
+    if resized_h != height:
+        x = _resample_axis(x, 1, resized_h, preprocess.resample)
     top, left = (resized_h - size) // 2, (resized_w - size) // 2
-    x = x[:, top : top + size, left : left + size]
+    x = x[:, top : top + size, left : left + size] * preprocess.rescale
     return (x - jnp.asarray(preprocess.mean)) / jnp.asarray(preprocess.std)
+
+
+def _resized_shape(height: int, width: int, preprocess: Preprocess) -> tuple[int, int]:
+    """The (height, width) an image is resized to before the centre crop."""
+    short = max(preprocess.size, round(preprocess.size / preprocess.crop_fraction))
+    if preprocess.resize == "square":
+        return short, short
+    if preprocess.resize != "shorter_side":
+        raise ValueError(f"Preprocess.resize must be 'shorter_side' or 'square', got {preprocess.resize!r}")
+    # The longer side truncated, as transformers' get_resize_output_image_size and torchvision's
+    # Resize do (in integers: int(short * long / shorter) without a float rounding up).
+    if height <= width:
+        return short, short * width // height
+    return short * height // width, short
+
+
+def _resample_axis(x: jax.Array, axis: int, length: int, method: str) -> jax.Array:
+    shape = x.shape[:axis] + (length,) + x.shape[axis + 1 :]
+    return jnp.clip(jax.image.resize(x, shape, method=method, antialias=True), 0.0, 255.0)
 
 
 def _fingerprint(spec: ModelSpec) -> dict:

@@ -18,6 +18,7 @@ from jaxagree.cli import main
 from jaxagree.io import read_features, read_predictions
 from jaxagree.models import VARIANTS, build_native, load_model, read_zoo
 from jaxagree.pipeline import extract, preprocess_images
+from tests.zoo_helpers import tiny_hf_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,16 +129,6 @@ def test_native_tiny_variants_map_images_to_logits_and_features(architecture):
     again, _ = build_native(architecture, "tiny", num_classes=7, seed=3)
     np.testing.assert_array_equal(nnx.state(model, nnx.Param)["head"]["kernel"][...],
                                   nnx.state(again, nnx.Param)["head"]["kernel"][...])
-
-
-def test_preprocess_matches_numpy_when_no_resize_is_needed():
-    from jaxagree.models import Preprocess
-
-    images = np.random.default_rng(1).integers(0, 256, (2, 40, 36, 3), dtype=np.uint8)
-    out = np.asarray(preprocess_images(jnp.asarray(images), Preprocess(32, crop_fraction=32 / 36)))
-    # Shorter side already 36: no resize; centre crop 32 x 32 from rows 4..36, columns 2..34.
-    expected = (images[:, 4:36, 2:34] / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
-    np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
 def test_extract_equals_calling_each_model_directly(zoo_file, images, tmp_path):
@@ -264,34 +255,16 @@ def test_extract_bad_arguments(zoo_file, tmp_path):
 
 def _tiny_hf_checkpoints(folder: Path) -> dict[str, str]:
     """Random-init tiny HF Flax models saved as local checkpoints: {name: task}."""
-    import transformers as tf
+    from transformers import ConvNextImageProcessor
 
-    vit_like = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
-                "num_attention_heads": 2, "intermediate_size": 64}
-    convs = {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1]}
-    models = {
-        "vit": (tf.FlaxViTForImageClassification, tf.ViTConfig(**vit_like, num_labels=10), "classification"),
-        "beit": (tf.FlaxBeitForImageClassification, tf.BeitConfig(**vit_like, num_labels=10, use_mean_pooling=True),
-                 "classification"),
-        "resnet": (tf.FlaxResNetForImageClassification, tf.ResNetConfig(**convs, layer_type="basic", num_labels=10),
-                   "classification"),
-        "regnet": (tf.FlaxRegNetForImageClassification, tf.RegNetConfig(**convs, groups_width=8, num_labels=10),
-                   "classification"),
-        "dinov2": (tf.FlaxDinov2ForImageClassification,
-                   tf.Dinov2Config(**{k: v for k, v in vit_like.items() if k != "intermediate_size"}, mlp_ratio=2,
-                                   num_labels=10), "classification"),
-        "clip": (tf.FlaxCLIPVisionModel, tf.CLIPVisionConfig(**vit_like), "features"),
-    }
     tasks = {}
-    for name, (cls, config, task) in models.items():
-        cls(config, seed=len(tasks)).save_pretrained(folder / name)
-        tasks[name] = task
-    # Conv nets have no image_size in their config: they get a processor config, as on the hub.
+    for name in ("vit", "beit", "resnet", "regnet", "dinov2", "clip"):
+        tasks[name] = tiny_hf_checkpoint(folder / name, name, seed=len(tasks))
+    # Conv nets have no image_size in their config: they get a processor config, as on the hub
+    # (ResNet and RegNet use ConvNeXt's: shortest edge to int(32 / 0.875) = 36, centre crop 32).
     for name in ("resnet", "regnet"):
-        (folder / name / "preprocessor_config.json").write_text(
-            '{"size": {"shortest_edge": 36}, "crop_size": {"height": 32, "width": 32}, "do_center_crop": true,'
-            ' "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}'
-        )
+        ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=0.875, resample=3, image_mean=[0.5] * 3,
+                               image_std=[0.25] * 3).save_pretrained(folder / name)
     return tasks
 
 

@@ -20,3 +20,29 @@ def killed_on_request(seed: int = 0):
 
 def not_a_model():
     return "nothing"
+
+
+def tiny_hf_checkpoint(folder, kind: str, seed: int = 0) -> str:
+    """Save a random-init tiny Hugging Face Flax model of ``kind`` (vit, beit, resnet, regnet,
+    dinov2, clip) as a local checkpoint in ``folder``; returns its task."""
+    import transformers as tf
+
+    vit_like = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
+                "num_attention_heads": 2, "intermediate_size": 64}
+    convs = {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1]}
+    models = {
+        "vit": (tf.FlaxViTForImageClassification, lambda: tf.ViTConfig(**vit_like, num_labels=10), "classification"),
+        "beit": (tf.FlaxBeitForImageClassification,
+                 lambda: tf.BeitConfig(**vit_like, num_labels=10, use_mean_pooling=True), "classification"),
+        "resnet": (tf.FlaxResNetForImageClassification,
+                   lambda: tf.ResNetConfig(**convs, layer_type="basic", num_labels=10), "classification"),
+        "regnet": (tf.FlaxRegNetForImageClassification,
+                   lambda: tf.RegNetConfig(**convs, groups_width=8, num_labels=10), "classification"),
+        "dinov2": (tf.FlaxDinov2ForImageClassification,
+                   lambda: tf.Dinov2Config(**{k: v for k, v in vit_like.items() if k != "intermediate_size"},
+                                           mlp_ratio=2, num_labels=10), "classification"),
+        "clip": (tf.FlaxCLIPVisionModel, lambda: tf.CLIPVisionConfig(**vit_like), "features"),
+    }
+    cls, config, task = models[kind]
+    cls(config(), seed=seed).save_pretrained(folder)
+    return task

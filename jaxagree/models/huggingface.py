@@ -7,8 +7,10 @@ intercepting the module named ``classifier``. With ``task = "features"`` a backb
 ``FlaxAutoModel`` (``FlaxCLIPVisionModel`` for CLIP): features are its pooled output and there
 are no predictions (-1, "no response").
 
-Preprocessing comes from the checkpoint's ``preprocessor_config.json`` (size, crop, mean, std)
-when it has one, else from the model config's ``image_size`` with ImageNet statistics.
+Preprocessing follows the checkpoint's own image processor (``preprocessor_config.json``: its
+class's resize and crop rule, ``resample`` filter, rescale and normalisation) when it has one,
+else the model config's ``image_size`` with ImageNet statistics; what jaxagree cannot follow
+(an unknown processor class, PIL's BOX or HAMMING filter, a non-square input) is an error.
 """
 
 from __future__ import annotations
@@ -109,33 +111,112 @@ def load_hf(name: str, location: str, options: dict) -> tuple[HfForward, Any, Pr
             "download it where there is network (model.save_pretrained(FOLDER)) and use source = \"hf:FOLDER\""
         )
         raise ValueError(f"model {name!r}: cannot load hf checkpoint {location!r}: {hint}. ({error})") from None
-    vision_config = getattr(config, "vision_config", config)
-    return HfForward(model.module, task, config), model.params, _preprocess(location, vision_config)
+    return HfForward(model.module, task, config), model.params, _preprocess(name, location, config)
 
 
-def _preprocess(location: str, config) -> Preprocess:
-    size = int(getattr(config, "image_size", 224))
-    mean, std, crop_fraction = IMAGENET_MEAN, IMAGENET_STD, 1.0
-    processor = _processor_config(location)
-    if processor:
-        mean = tuple(float(v) for v in processor.get("image_mean", mean))
-        std = tuple(float(v) for v in processor.get("image_std", std))
-        resize = processor.get("size", {})
-        crop = processor.get("crop_size", {}) if processor.get("do_center_crop", False) else {}
-        if isinstance(resize, int):
-            resize = {"shortest_edge": resize}
-        if isinstance(crop, int):
-            crop = {"height": crop}
-        short = resize.get("shortest_edge") or min(resize.get("height", size), resize.get("width", size))
-        size = int(crop.get("height", short))
-        crop_fraction = size / short
-    return Preprocess(size, mean, std, crop_fraction)
+# PIL's filter codes (a processor config's ``resample``) -> jax.image.resize's methods. Both use
+# the same kernels (PIL's bicubic is Keys' with a = -0.5, as jax's cubic; PIL's LANCZOS is
+# lanczos3) and antialias the same way when downscaling. PIL's BOX and HAMMING have no counterpart.
+_RESAMPLE = {0: "nearest", 1: "lanczos3", 2: "linear", 3: "cubic"}
+_PIL_FILTERS = {0: "NEAREST", 1: "LANCZOS", 2: "BILINEAR", 3: "BICUBIC", 4: "BOX", 5: "HAMMING"}
+# The image processors whose resizing jaxagree follows, by the rule each applies (a "...Fast"
+# variant's config means the same): "size" resizes to ``size`` (``shortest_edge`` keeps the
+# aspect ratio, ``height``/``width`` makes a square), then centre-crops to ``crop_size`` when
+# ``do_center_crop``; "crop_pct" is ConvNeXt's rule (ResNet and RegNet use it too).
+_PROCESSORS = {"ViTImageProcessor": "size", "DeiTImageProcessor": "size", "BeitImageProcessor": "size",
+               "CLIPImageProcessor": "size", "BitImageProcessor": "size", "ConvNextImageProcessor": "crop_pct"}
+
+
+def _preprocess(name: str, location: str, config) -> Preprocess:
+    """The :class:`Preprocess` that does what the checkpoint's own image processor does; without
+    a processor config, the model config's ``image_size`` with ImageNet statistics, bilinear."""
+    raw = _processor_config(location)
+    if not raw:
+        size = int(getattr(getattr(config, "vision_config", config), "image_size", 224))
+        return Preprocess(size, IMAGENET_MEAN, IMAGENET_STD, 1.0)
+    processor = _image_processor(name, location, raw, config.model_type)
+    where = f"model {name!r}: the {type(processor).__name__} of {location!r}"
+    if not processor.do_resize:
+        raise ValueError(f"{where} has do_resize = false; jaxagree resizes every stimulus to the model's "
+                         "input size, so set do_resize to true in its preprocessor_config.json")
+    code = int(processor.resample)
+    if code not in _RESAMPLE:
+        raise ValueError(f"{where} resamples with resample = {code} ({_PIL_FILTERS.get(code, 'unknown')}), "
+                         "which jaxagree cannot do on the device; it can do 0 (NEAREST), 1 (LANCZOS), "
+                         "2 (BILINEAR) and 3 (BICUBIC)")
+    if _PROCESSORS[type(processor).__name__] == "crop_pct":
+        size, short, resize = _crop_pct_geometry(processor)
+    else:
+        size, short, resize = _size_geometry(processor, where)
+    rescale = float(processor.rescale_factor) if processor.do_rescale else 1.0
+    mean, std = (processor.image_mean, processor.image_std) if processor.do_normalize else (0.0, 1.0)
+    return Preprocess(size, _per_channel(mean, where, "image_mean"), _per_channel(std, where, "image_std"),
+                      size / short, _RESAMPLE[code], resize, rescale)
+
+
+def _image_processor(name: str, location: str, raw: dict, model_type: str):
+    """The transformers image processor a processor config describes (its class's defaults fill
+    what the file leaves out), found as AutoImageProcessor finds it but without running code."""
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+
+    kind = raw.get("image_processor_type") or raw.get("feature_extractor_type", "").replace(
+        "FeatureExtractor", "ImageProcessor")
+    if not kind:
+        kind = (IMAGE_PROCESSOR_MAPPING_NAMES.get(model_type) or ("",))[0] or ""
+    kind = kind.removesuffix("Fast")
+    if kind not in _PROCESSORS:
+        raise ValueError(f"model {name!r}: {location!r} uses the image processor {kind or 'of no known class'!r}, "
+                         f"whose preprocessing jaxagree does not know how to follow; it follows {sorted(_PROCESSORS)}")
+    import transformers
+
+    return getattr(transformers, kind).from_dict(raw)
+
+
+def _size_geometry(processor, where: str) -> tuple[int, int, str]:
+    """(crop side, resized side, Preprocess.resize) of the "size" rule."""
+    resize = processor.size
+    if "shortest_edge" in resize:
+        short, mode = resize["shortest_edge"], "shorter_side"
+    elif {"height", "width"} <= resize.keys() and resize["height"] == resize["width"]:
+        short, mode = resize["height"], "square"
+    else:
+        raise ValueError(f"{where} resizes to size = {resize}; jaxagree's models take squares, so it needs "
+                         "{'shortest_edge': N} or equal height and width")
+    if not getattr(processor, "do_center_crop", False):
+        if mode == "shorter_side":
+            raise ValueError(f"{where} resizes the shortest edge without a centre crop, which keeps each image's "
+                             "aspect ratio; jaxagree needs one input size (set do_center_crop and crop_size)")
+        return short, short, mode
+    crop = processor.crop_size
+    if crop.get("height") != crop.get("width") or crop["height"] > short:
+        raise ValueError(f"{where} crops to crop_size = {crop}, which is not a square within the resized "
+                         f"image ({short} on the shorter side)")
+    return crop["height"], short, mode
+
+
+def _crop_pct_geometry(processor) -> tuple[int, int, str]:
+    """ConvNextImageProcessor: below 384 the shortest edge goes to int(shortest_edge / crop_pct)
+    and the centre is cropped to shortest_edge; from 384 on the image is resized to a square."""
+    side = processor.size["shortest_edge"]
+    if side < 384:
+        return side, int(side / processor.crop_pct), "shorter_side"
+    return side, side, "square"
+
+
+def _per_channel(value, where: str, key: str) -> tuple[float, float, float]:
+    values = [value] * 3 if isinstance(value, (int, float)) else list(value)
+    if len(values) != 3:
+        raise ValueError(f"{where} has {key} = {value!r}; jaxagree needs one value or one per RGB channel")
+    return tuple(float(v) for v in values)
 
 
 def _processor_config(location: str) -> dict:
     path = Path(location) / "preprocessor_config.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        try:
+            return json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from None
     if Path(location).exists():
         return {}
     try:
