@@ -103,17 +103,20 @@ def test_bad_preprocess_fields_are_named():
 
 # --- against each checkpoint's own image processor ----------------------------------------------
 
-# Each a model of tests.zoo_helpers (input 32 x 32) and an image processor of its kind, chosen so
-# that the images below are downscaled (53 x 61) and upscaled (20 x 27).
+# Each a model of tests.zoo_helpers (input 32 x 32) and an image processor, chosen so that the
+# images below are downscaled (53 x 61) and upscaled (20 x 27). The preprocessing is the
+# processor's alone, so one ViT checkpoint carries the BEiT and BiT processors too (building a
+# checkpoint per kind costs seconds each); the ResNet one has no image_size in its config.
 PROCESSORS = {
     # resize to a square, no crop, bilinear (ViT's default)
     "vit": ("vit", "ViTImageProcessor", {"size": {"height": 32, "width": 32}, "resample": 2}),
     # ConvNeXt's rule, as ResNet checkpoints use it: shortest edge to int(32 / 0.8) = 40, crop 32
-    "resnet": ("resnet", "ConvNextImageProcessor", {"size": {"shortest_edge": 32}, "crop_pct": 0.8, "resample": 3}),
-    # a square of 36, then a centre crop of 32, bicubic
-    "beit": ("beit", "BeitImageProcessor", {"size": {"height": 36, "width": 36}, "crop_size": 32, "resample": 3}),
-    # shortest edge 36, centre crop 32, lanczos (DINOv2 checkpoints use the BiT processor)
-    "dinov2": ("dinov2", "BitImageProcessor", {"size": {"shortest_edge": 36}, "crop_size": 32, "resample": 1}),
+    "convnext": ("resnet", "ConvNextImageProcessor", {"size": {"shortest_edge": 32}, "crop_pct": 0.8,
+                                                      "resample": 3}),
+    # a square of 36, then a centre crop of 32, bicubic (BEiT, DeiT)
+    "beit": ("vit", "BeitImageProcessor", {"size": {"height": 36, "width": 36}, "crop_size": 32, "resample": 3}),
+    # shortest edge 36, centre crop 32, lanczos (BiT; DINOv2 checkpoints use it)
+    "bit": ("vit", "BitImageProcessor", {"size": {"shortest_edge": 36}, "crop_size": 32, "resample": 1}),
     # no rescale and no normalisation: the model takes 0..255
     "vit-raw": ("vit", "ViTImageProcessor", {"size": {"height": 32, "width": 32}, "resample": 3,
                                              "do_rescale": False, "do_normalize": False}),
