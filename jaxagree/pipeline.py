@@ -10,12 +10,16 @@ Cache layout (plain ``.npy``, readable without jaxagree)::
 
     CACHE/STIMULUS_SET/MODEL/predictions.npy       int32 [stimuli], top-1 class (-1: a backbone)
     CACHE/STIMULUS_SET/MODEL/features-LAYER.npy    float32 [stimuli, dim], one per layer asked for
-    CACHE/STIMULUS_SET/MODEL/entry.json            shapes, SHA-256 of each file, the model's source
+    CACHE/STIMULUS_SET/MODEL/entry.json            shapes, SHA-256 of each file, the model's key
+    CACHE/STIMULUS_SET/MODEL/.lock                 held while a run reads, computes or writes the model
 
 Several processes (``jax.distributed``): each process runs its share of the models (process
 ``i`` of ``P`` takes models ``i, i + P, ...``) on its own devices and writes them to the cache,
 which must be on a file system all processes see; after a barrier every process reads the whole
-zoo's results from it.
+zoo's results from it. Each model's entry is locked (``flock``) while a process reads, computes
+or writes it: runs that share a cache (two extracts on one ``--out``) wait for each other per
+model (with a warning naming the lock), first doing the models nobody holds; the kernel releases a
+lock when its process ends, so a killed run leaves none behind.
 
 Layers are named by the model (:attr:`jaxagree.models.LoadedModel.layers`); ``penultimate``
 (the pooled input of the classification head) is the default. Asking for a layer that a cached
@@ -31,22 +35,19 @@ written.
 
 ``STIMULUS_SET`` is the source's fingerprint (a hash of the images for arrays; of the files,
 their sizes and times for folders; of the split's files for TFDS; always with the image size),
-so a different image set never reuses an entry. Files
-are written to a temporary name and renamed into place, ``entry.json`` last: an entry is either
-complete or absent. An entry whose files do not match ``entry.json`` (truncated, corrupted, or
-from a model whose source or options changed) is recomputed with a warning.
+so a different image set never reuses an entry. Within it an entry is keyed on what determines
+the model's outputs (:mod:`jaxagree.pipeline_cache`): its source and options, the files its
+weights and configuration come from, and jaxagree's preprocessing code. Files are written to a
+temporary name and renamed into place, ``entry.json`` last: an entry is either complete or
+absent. An entry whose files do not match ``entry.json`` (truncated, corrupted), or whose key
+changed (a checkpoint saved again, other options), is recomputed with a warning saying why.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import io
-import json
 import os
 import time
-import warnings
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -57,10 +58,12 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxagree import pipeline_cache as cache
 from jaxagree.data.labels import DECISIONS, LabelSpace, decide, map_labels
 from jaxagree.data.labels import label_space as resolve_label_space
 from jaxagree.data.sources import ArrayStimuli, Stimuli
 from jaxagree.models import LoadedModel, ModelSpec, Preprocess, load_model
+from jaxagree.models.inventory import model_files
 
 DEFAULT_LAYERS = ("penultimate",)
 
@@ -150,38 +153,66 @@ def extract(
                 raise ValueError(f"model {spec.name!r}: {error}") from None
         return spaces_by_classes[num_classes]
 
+    preprocessing = cache.code_digest(preprocess_images)
+
+    def key_of(spec: ModelSpec, known: dict) -> dict:
+        return cache.model_key(spec, model_files(spec), preprocessing, known)
+
+    def cached_or_computed(spec: ModelSpec) -> tuple[cache.Entry, float | None]:
+        """The model's entry, computed (with its rate) unless the cache has all it needs; the
+        caller holds the entry's lock."""
+        entry = set_dir / spec.name
+        key = key_of(spec, cache.stored_files(entry))
+        cached = cache.read_entry(entry, key, num_stimuli, spec.name)
+        if cached is not None and set(_output_names(layers, space_for(spec, cached), decision)) <= set(cached.arrays):
+            return cached, None
+        loaded = load_model(spec)
+        # Keyed on the files the loader used: a hub id is in the local cache now, and a checkpoint
+        # saved again meanwhile must not be merged with the entry of the one before.
+        loaded_key = key_of(spec, key["files"])
+        if not cache.same_model(loaded_key, key):
+            cached = None
+        space = space_for(spec, loaded.num_classes)
+        missing = [layer for layer in layers if cached is None or f"features-{layer}" not in cached.arrays]
+        unknown = [layer for layer in missing if layer not in loaded.layers]
+        if unknown:
+            raise ValueError(f"model {spec.name!r} has no layer(s) {', '.join(map(repr, unknown))}; "
+                             f"its layers: {', '.join(loaded.layers)}")
+        start = time.perf_counter()
+        computed, done_before = _run_model(loaded, stimuli, tuple(missing), batch_size, mesh, progress, space,
+                                           decision, entry, loaded_key, checkpoint_seconds)
+        rate = (num_stimuli - done_before) / (time.perf_counter() - start)
+        if cached is not None:
+            computed = computed._replace(arrays={**cached.arrays, **computed.arrays})
+        cache.write_entry(entry, loaded_key, computed)
+        return computed, rate
+
     processes, index = jax.process_count(), jax.process_index()
     results, rates = {}, {}
-    for spec in tqdm(zoo[index::processes], desc="zoo", unit="model", disable=not progress):
-        entry = set_dir / spec.name
-        cached = _read_entry(entry, spec, num_stimuli)
-        if cached is None or not set(_output_names(layers, space_for(spec, cached), decision)) <= set(
-                cached.arrays):
-            loaded = load_model(spec)
-            space = space_for(spec, loaded.num_classes)
-            missing = [layer for layer in layers if cached is None or f"features-{layer}" not in cached.arrays]
-            unknown = [layer for layer in missing if layer not in loaded.layers]
-            if unknown:
-                raise ValueError(f"model {spec.name!r} has no layer(s) {', '.join(map(repr, unknown))}; "
-                                 f"its layers: {', '.join(loaded.layers)}")
-            start = time.perf_counter()
-            computed, done_before = _run_model(loaded, stimuli, tuple(missing), batch_size, mesh, progress, space,
-                                               decision, entry, checkpoint_seconds)
-            rates[spec.name] = (num_stimuli - done_before) / (time.perf_counter() - start)
-            if cached is not None:
-                computed = computed._replace(arrays={**cached.arrays, **computed.arrays})
-            _write_entry(entry, spec, computed)
-            cached = computed
-        else:
-            rates[spec.name] = None
-        results[spec.name] = cached
+    mine = zoo[index::processes]
+    with tqdm(total=len(mine), desc="zoo", unit="model", disable=not progress) as bar:
+        busy = []  # held by another run on this cache: done after the others, when it is likely finished
+        for spec in mine:
+            with cache.locked(set_dir / spec.name, spec.name, wait=False) as held:
+                if held:
+                    results[spec.name], rates[spec.name] = cached_or_computed(spec)
+                    bar.update()
+                else:
+                    busy.append(spec)
+        for spec in busy:
+            with cache.locked(set_dir / spec.name, spec.name, wait=True):
+                results[spec.name], rates[spec.name] = cached_or_computed(spec)
+                bar.update()
     if processes > 1:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(f"jaxagree extract {set_dir.name}")
         for spec in zoo:
             if spec.name not in results:
-                results[spec.name] = _read_entry(set_dir / spec.name, spec, num_stimuli)
+                entry = set_dir / spec.name
+                with cache.locked(entry, spec.name, wait=True):
+                    key = key_of(spec, cache.stored_files(entry))
+                    results[spec.name] = cache.read_entry(entry, key, num_stimuli, spec.name)
                 rates[spec.name] = None
                 found = results[spec.name]
                 space = space_for(spec, found)
@@ -203,14 +234,6 @@ def _prediction_name(space: LabelSpace | None, decision: str) -> str:
 def _output_names(layers: Sequence[str], space: LabelSpace | None, decision: str) -> list[str]:
     names = ["predictions"] + ([_prediction_name(space, decision)] if space is not None else [])
     return names + [f"features-{layer}" for layer in layers]
-
-
-class _Entry(NamedTuple):
-    """One model's results on one stimulus set: ``predictions``, ``predictions-SPACE-DECISION``
-    and ``features-LAYER`` arrays, and the model's class count (0: a backbone)."""
-
-    arrays: dict[str, np.ndarray]
-    num_classes: int
 
 
 def write_extraction(result: Extraction, stimuli: Stimuli, out: str | os.PathLike) -> list[Path]:
@@ -250,10 +273,10 @@ def write_extraction(result: Extraction, stimuli: Stimuli, out: str | os.PathLik
 
 def _run_model(
     loaded: LoadedModel, stimuli: Stimuli, layers: tuple[str, ...], batch_size: int, mesh: Mesh | None,
-    progress: bool, space: LabelSpace | None, decision: str, entry: Path, checkpoint_seconds: float,
-) -> tuple[_Entry, int]:
-    """The model over every stimulus, resuming after its saved partial results; returns the
-    entry and how many stimuli were already done."""
+    progress: bool, space: LabelSpace | None, decision: str, entry: Path, key: dict, checkpoint_seconds: float,
+) -> tuple[cache.Entry, int]:
+    """The model over every stimulus, resuming after its saved partial results (those of this
+    ``key``); returns the entry and how many stimuli were already done."""
     from tqdm.auto import tqdm
 
     names = _output_names(layers, space, decision)
@@ -262,7 +285,7 @@ def _run_model(
     replicate = (lambda x: x) if mesh is None else (lambda x: jax.device_put(x, NamedSharding(mesh, P())))
     params = replicate(loaded.params)
     extra = () if space is None else (replicate(jnp.asarray(space.members)),)
-    partial = _Partial(entry / "partial", _fingerprint(loaded.spec), names)
+    partial = cache.Partial(entry / "partial", key, names)
     done_before, parts = partial.resume()  # what earlier runs saved; this run's parts are kept in memory too
     pending, last_save = [], time.monotonic()
     num_stimuli = len(stimuli)
@@ -281,71 +304,7 @@ def _run_model(
     if pending:
         parts.append(partial.save(names, pending))
     arrays = {name: np.concatenate([part[name] for part in parts]) for name in names}
-    return _Entry(arrays, loaded.num_classes), done_before
-
-
-class _Partial:
-    """A running model's saved results: ``START-STOP.npz`` files of consecutive stimuli, with a
-    manifest naming the model and the outputs (files of another model or outputs are dropped)."""
-
-    def __init__(self, folder: Path, model: dict, names: list[str]):
-        self.folder, self.manifest = folder, {"model": model, "outputs": names}
-
-    def _chunks(self) -> list[tuple[int, int, Path]]:
-        chunks = []
-        for path in self.folder.glob("*.npz"):
-            start, _, stop = path.stem.partition("-")
-            if start.isdigit() and stop.isdigit():
-                chunks.append((int(start), int(stop), path))
-        return sorted(chunks)
-
-    def resume(self) -> tuple[int, list[dict[str, np.ndarray]]]:
-        """How many stimuli the saved chunks cover from 0, and their outputs. Chunks of another
-        model or other outputs, and any chunk from the first one that cannot be read, are dropped."""
-        manifest = self.folder / "manifest.json"
-        try:
-            usable = json.loads(manifest.read_text()) == self.manifest
-        except (OSError, json.JSONDecodeError):
-            usable = False
-        if not usable:
-            _remove_partial(self.folder)
-            self.folder.mkdir(parents=True)
-            _atomic_write(manifest, json.dumps(self.manifest).encode())
-            return 0, []
-        done, parts = 0, []
-        for start, stop, path in self._chunks():
-            try:
-                if start != done:
-                    raise ValueError(f"starts at {start}, not {done}")
-                with np.load(path, allow_pickle=False) as loaded:
-                    part = {name: loaded[name] for name in self.manifest["outputs"]}
-                if any(len(a) != stop - start for a in part.values()):
-                    raise ValueError("holds the wrong number of stimuli")
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-                warnings.warn(f"partial results {path} cannot be used ({error}); recomputing from stimulus {done}",
-                              RuntimeWarning, stacklevel=4)
-                path.unlink()
-                continue
-            parts.append(part)
-            done = stop
-        return done, parts
-
-    def save(self, names: list[str], pending: list) -> dict[str, np.ndarray]:
-        """Write the outputs of ``pending`` batches as one chunk; returns them on the host."""
-        start, stop = pending[0][0], pending[-1][0] + pending[-1][1]
-        arrays = {name: np.concatenate([np.asarray(out[i])[:valid] for _, valid, out in pending])
-                  for i, name in enumerate(names)}  # int32 predictions, float32 features, as run returns them
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        _atomic_write(self.folder / f"{start:09d}-{stop:09d}.npz", buffer.getvalue())
-        return arrays
-
-
-def _remove_partial(folder: Path) -> None:
-    if folder.exists():
-        for path in folder.iterdir():
-            path.unlink()
-        folder.rmdir()
+    return cache.Entry(arrays, loaded.num_classes), done_before
 
 
 @functools.lru_cache(maxsize=64)
@@ -413,68 +372,6 @@ def _resized_shape(height: int, width: int, preprocess: Preprocess) -> tuple[int
 def _resample_axis(x: jax.Array, axis: int, length: int, method: str) -> jax.Array:
     shape = x.shape[:axis] + (length,) + x.shape[axis + 1 :]
     return jnp.clip(jax.image.resize(x, shape, method=method, antialias=True), 0.0, 255.0)
-
-
-def _fingerprint(spec: ModelSpec) -> dict:
-    return {"source": spec.source, "options": spec.options}
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
-def _read_entry(entry: Path, spec: ModelSpec, num_stimuli: int) -> _Entry | None:
-    """A model's cached results (the layers its entry has), or None to compute them (with a
-    warning when an entry exists but cannot be trusted)."""
-    manifest_path = entry / "entry.json"
-    if not manifest_path.exists():
-        return None
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("model") != _fingerprint(spec):
-            raise ValueError("the model's source or options changed")
-        arrays = {}
-        for name, record in manifest["files"].items():
-            path = entry / f"{name}.npy"
-            data = path.read_bytes()  # read once: checked, then parsed from memory
-            if hashlib.sha256(data).hexdigest() != record["sha256"]:
-                raise ValueError(f"{path.name} does not match its checksum")
-            array = np.load(io.BytesIO(data), allow_pickle=False)
-            if array.shape[0] != num_stimuli:
-                raise ValueError(f"{path.name} has {array.shape[0]} stimuli, expected {num_stimuli}")
-            arrays[name] = array
-        if "predictions" not in arrays:
-            raise ValueError("it has no predictions")
-        return _Entry(arrays, int(manifest["num_classes"]))
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as error:
-        warnings.warn(f"cache entry {entry} cannot be used ({error}); recomputing model {spec.name!r}",
-                      RuntimeWarning, stacklevel=3)
-        return None
-
-
-def _write_entry(entry: Path, spec: ModelSpec, result: _Entry) -> None:
-    entry.mkdir(parents=True, exist_ok=True)
-    (entry / "entry.json").unlink(missing_ok=True)  # the entry is incomplete until the manifest is back
-    files = {}
-    for name, array in result.arrays.items():
-        data = _npy_bytes(array)
-        _atomic_write(entry / f"{name}.npy", data)
-        digest = hashlib.sha256(data).hexdigest()
-        files[name] = {"shape": list(array.shape), "dtype": str(array.dtype), "sha256": digest}
-    manifest = {"model": _fingerprint(spec), "num_classes": result.num_classes, "files": files}
-    _atomic_write(entry / "entry.json", json.dumps(manifest, indent=2).encode())
-    _remove_partial(entry / "partial")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
 
 
 __all__ = [

@@ -68,7 +68,7 @@ def direct(spec, images):
 
 
 def test_read_zoo(zoo_file):
-    zoo = read_zoo(zoo_file)
+    zoo = read_zoo(zoo_file, trust_code=True)
     assert [s.name for s in zoo] == ["conv-a", "vit-a", "mixer-a"]
     assert [s.family for s in zoo] == ["conv", "attention", "mlp"]
     assert zoo[0].options == {"num_classes": 10, "seed": 1}
@@ -132,7 +132,7 @@ def test_native_tiny_variants_map_images_to_logits_and_features(architecture):
 
 
 def test_extract_equals_calling_each_model_directly(zoo_file, images, tmp_path):
-    zoo = read_zoo(zoo_file)
+    zoo = read_zoo(zoo_file, trust_code=True)
     result = extract(zoo, images, cache_dir=tmp_path / "cache", batch_size=16, progress=False)
     assert result.models == ["conv-a", "vit-a", "mixer-a"] and result.predictions.shape == (3, 37)
     assert result.num_classes == [10, 10, 10]
@@ -144,7 +144,7 @@ def test_extract_equals_calling_each_model_directly(zoo_file, images, tmp_path):
 
 
 def test_four_devices_equal_one(zoo_file, images, tmp_path, devices):
-    zoo = read_zoo(zoo_file)
+    zoo = read_zoo(zoo_file, trust_code=True)
     one = extract(zoo, images, cache_dir=tmp_path / "one", batch_size=12, mesh=Mesh(np.array(devices[:1]), ("batch",)),
                   progress=False)
     four = extract(zoo, images, cache_dir=tmp_path / "four", batch_size=12, mesh=Mesh(np.array(devices), ("batch",)),
@@ -157,7 +157,7 @@ def test_four_devices_equal_one(zoo_file, images, tmp_path, devices):
 def test_rerun_uses_the_cache_and_recomputes_a_corrupt_entry(zoo_file, images, tmp_path, monkeypatch):
     import jaxagree.pipeline as pipeline
 
-    zoo = read_zoo(zoo_file)
+    zoo = read_zoo(zoo_file, trust_code=True)
     first = extract(zoo, images, cache_dir=tmp_path, batch_size=16, progress=False)
     loads = []
     monkeypatch.setattr(pipeline, "load_model", lambda spec: loads.append(spec.name) or load_model(spec))
@@ -174,7 +174,7 @@ def test_rerun_uses_the_cache_and_recomputes_a_corrupt_entry(zoo_file, images, t
     np.testing.assert_array_equal(repaired.features["penultimate"][1], first.features["penultimate"][1])
     # A model whose options change is not served from the old entry.
     changed = [spec._replace(options={**spec.options, "seed": 9}) if spec.name == "conv-a" else spec for spec in zoo]
-    with pytest.warns(RuntimeWarning, match="source or options changed"):
+    with pytest.warns(RuntimeWarning, match="conv-a.*the model's options changed"):
         extract(changed, images, cache_dir=tmp_path, batch_size=16, progress=False)
     assert loads == ["vit-a", "conv-a"]
 
@@ -187,7 +187,7 @@ def test_killed_run_resumes_with_identical_results(tmp_path, images):
                    .replace('num_classes = 10\n[model.metadata]', '[model.metadata]'))
     np.savez(tmp_path / "images.npz", images=images)
     env = {**os.environ, "JAXAGREE_TEST_KILL": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "jaxagree.cli", "extract", "--zoo", str(zoo), "--stimuli",
+    command = [sys.executable, "-m", "jaxagree.cli", "extract", "--trust-code", "--zoo", str(zoo), "--stimuli",
                f"npz:{tmp_path / 'images.npz'}", "--out", str(tmp_path / "out"), "--batch-size", "16", "--no-progress"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == -9, done.stderr
@@ -197,9 +197,9 @@ def test_killed_run_resumes_with_identical_results(tmp_path, images):
     assert leftovers == []
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the finished entries are used as they are
-        resumed = extract(read_zoo(zoo), images, cache_dir=tmp_path / "out" / "cache", batch_size=16, progress=False)
+        resumed = extract(read_zoo(zoo, trust_code=True), images, cache_dir=tmp_path / "out" / "cache", batch_size=16, progress=False)
     assert resumed.images_per_second["conv-a"] is None and resumed.images_per_second["vit-a"] is None
-    clean = extract(read_zoo(zoo), images, cache_dir=tmp_path / "clean", batch_size=16, progress=False)
+    clean = extract(read_zoo(zoo, trust_code=True), images, cache_dir=tmp_path / "clean", batch_size=16, progress=False)
     np.testing.assert_array_equal(resumed.predictions, clean.predictions)
     for a, b in zip(resumed.features["penultimate"], clean.features["penultimate"]):
         np.testing.assert_array_equal(a, b)
@@ -209,7 +209,7 @@ def test_cli_extract_writes_what_agreement_and_cka_read(zoo_file, images, tmp_pa
     labels = np.random.default_rng(2).integers(0, 10, images.shape[0])
     np.savez(tmp_path / "images.npz", images=images, labels=labels, ids=np.array([f"img{i}" for i in range(37)]))
     out = tmp_path / "out"
-    code = main(["extract", "--zoo", str(zoo_file), "--stimuli", f"npz:{tmp_path / 'images.npz'}", "--out", str(out),
+    code = main(["extract", "--trust-code", "--zoo", str(zoo_file), "--stimuli", f"npz:{tmp_path / 'images.npz'}", "--out", str(out),
                  "--batch-size", "16", "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
@@ -222,7 +222,7 @@ def test_cli_extract_writes_what_agreement_and_cka_read(zoo_file, images, tmp_pa
     assert main(["agreement", str(out / "predictions.npz"), "--out", str(tmp_path / "agree"), "--k", "5"]) == 0
     assert main(["cka", str(out / "features" / "penultimate"), "--out", str(tmp_path / "cka")]) == 0
     assert (tmp_path / "agree" / "summary.json").exists() and (tmp_path / "cka" / "cka.csv").exists()
-    main(["extract", "--zoo", str(zoo_file), "--stimuli", str(tmp_path / "images.npz"), "--out", str(out),
+    main(["extract", "--trust-code", "--zoo", str(zoo_file), "--stimuli", str(tmp_path / "images.npz"), "--out", str(out),
           "--no-progress"])
     assert capsys.readouterr().out.count("cached") == 3
 
@@ -236,14 +236,14 @@ def test_cli_extract_writes_what_agreement_and_cka_read(zoo_file, images, tmp_pa
 )
 def test_cli_extract_bad_images(zoo_file, tmp_path, capsys, array, match):
     np.save(tmp_path / "images.npy", array)
-    code = main(["extract", "--zoo", str(zoo_file), "--stimuli", str(tmp_path / "images.npy"), "--out",
+    code = main(["extract", "--trust-code", "--zoo", str(zoo_file), "--stimuli", str(tmp_path / "images.npy"), "--out",
                  str(tmp_path / "out"), "--no-progress"])
     assert code != 0
     assert "uint8 [stimuli, height, width, 3]" in capsys.readouterr().err
 
 
 def test_extract_bad_arguments(zoo_file, tmp_path):
-    zoo = read_zoo(zoo_file)
+    zoo = read_zoo(zoo_file, trust_code=True)
     with pytest.raises(ValueError, match="images must be uint8"):
         extract(zoo, np.zeros((2, 8, 8, 3), np.float32), cache_dir=tmp_path)
     with pytest.raises(ValueError, match="batch_size must be positive"):
@@ -321,7 +321,7 @@ def test_hf_missing_checkpoint_says_how_to_use_a_local_folder(tmp_path, monkeypa
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no loadable Flax checkpoint"):
         load_model(ModelSpec("a", f"hf:{tmp_path / 'empty'}", "attention", {}, {}))
-    with pytest.raises(ValueError, match="task must be one of"):
+    with pytest.raises(ValueError, match="option 'task' must be 'classification' or"):
         load_model(ModelSpec("a", f"hf:{tmp_path / 'empty'}", "attention", {"task": "segmentation"}, {}))
 
 
@@ -351,7 +351,7 @@ def test_hf_checkpoints_of_one_architecture_share_a_compiled_forward(hf_zoo):
 def test_named_layers_match_the_model_and_are_added_to_cached_entries(zoo_file, images, tmp_path, monkeypatch):
     import jaxagree.pipeline as pipeline
 
-    zoo = read_zoo(zoo_file)
+    zoo = read_zoo(zoo_file, trust_code=True)
     vit = [spec for spec in zoo if spec.name == "vit-a"]
     first = extract(vit, images, cache_dir=tmp_path, batch_size=16, progress=False)
     loads = []
@@ -371,10 +371,10 @@ def test_named_layers_match_the_model_and_are_added_to_cached_entries(zoo_file, 
 def test_cli_extract_layers(zoo_file, images, tmp_path, capsys):
     np.savez(tmp_path / "images.npz", images=images)
     out = tmp_path / "out"
-    code = main(["extract", "--zoo", str(zoo_file), "--stimuli", str(tmp_path / "images.npz"), "--out", str(out),
+    code = main(["extract", "--trust-code", "--zoo", str(zoo_file), "--stimuli", str(tmp_path / "images.npz"), "--out", str(out),
                  "--batch-size", "16", "--no-progress", "--layers", "penultimate"])
     assert code == 0 and sorted(p.name for p in (out / "features").iterdir()) == ["penultimate"]
-    code = main(["extract", "--zoo", str(zoo_file), "--stimuli", str(tmp_path / "images.npz"), "--out", str(out),
+    code = main(["extract", "--trust-code", "--zoo", str(zoo_file), "--stimuli", str(tmp_path / "images.npz"), "--out", str(out),
                  "--no-progress", "--layers", "stage1"])
     # conv-a has a stage1; vit-a does not, and the message lists what it has.
     assert code != 0
@@ -393,7 +393,7 @@ def test_two_processes_equal_one(zoo_file, images, tmp_path):
     """jax.distributed on localhost (CPU collectives over gloo): models split across 2
     processes, outputs written by process 0, the same as one process."""
     np.savez(tmp_path / "images.npz", images=images)
-    base = [sys.executable, "-m", "jaxagree.cli", "extract", "--zoo", str(zoo_file), "--stimuli",
+    base = [sys.executable, "-m", "jaxagree.cli", "extract", "--trust-code", "--zoo", str(zoo_file), "--stimuli",
             str(tmp_path / "images.npz"), "--batch-size", "16", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     single = subprocess.run([*base, "--out", str(tmp_path / "one")], env=env, capture_output=True, text=True,

@@ -2,6 +2,8 @@
 
 import os
 import signal
+import time
+from pathlib import Path
 
 from jaxagree.models import build_native
 
@@ -20,6 +22,18 @@ def killed_on_request(seed: int = 0):
 
 def not_a_model():
     return "nothing"
+
+
+def gated(started: str, go: str, seed: int = 0):
+    """A model whose loading creates the file ``started`` and then waits until ``go`` exists:
+    holds a run inside this model while a test starts another run on the same cache."""
+    Path(started).touch()
+    deadline = time.monotonic() + 120
+    while not Path(go).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{go} did not appear")
+        time.sleep(0.05)
+    return build_native("convnet", "tiny", num_classes=10, seed=seed)
 
 
 def tiny_hf_checkpoint(folder, kind: str, seed: int = 0) -> str:

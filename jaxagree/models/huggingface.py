@@ -114,6 +114,25 @@ def load_hf(name: str, location: str, options: dict) -> tuple[HfForward, Any, Pr
     return HfForward(model.module, task, config), model.params, _preprocess(name, location, config)
 
 
+def checkpoint_files(location: str, revision: str | None = None) -> list[Path]:
+    """The files of a checkpoint, which determine its outputs (weights, config, processor
+    config): a local folder's files, or those of the hub id's snapshot in the local Hugging Face
+    cache, found without the network; ``[]`` when neither exists (an entry is then keyed on the
+    id and revision alone). Hidden files and sub-folders (``.git``, ``.cache``) are left out."""
+    folder = Path(location)
+    if not folder.is_dir():
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(location, "config.json", revision=revision)
+        except ValueError:  # not a valid hub id either: loading will say so
+            return []
+        if not isinstance(cached, str):
+            return []
+        folder = Path(cached).parent
+    return sorted(path for path in folder.iterdir() if not path.name.startswith(".") and path.is_file())
+
+
 # PIL's filter codes (a processor config's ``resample``) -> jax.image.resize's methods. Both use
 # the same kernels (PIL's bicubic is Keys' with a = -0.5, as jax's cubic; PIL's LANCZOS is
 # lanczos3) and antialias the same way when downscaling. PIL's BOX and HAMMING have no counterpart.

@@ -17,7 +17,8 @@ Sources:
 * ``python:MODULE:FUNCTION``: a user function called with the entry's options; it returns a
   ``flax.nnx.Module`` mapping normalised images ``[batch, size, size, 3]`` to
   ``(logits, features)``, and its :class:`~jaxagree.models.native.Preprocess` (or the module has
-  a ``preprocess`` attribute).
+  a ``preprocess`` attribute). Importing and calling it runs any code it holds: a zoo file with
+  ``python:`` entries is code, read only with ``read_zoo(path, trust_code=True)``.
 
 * ``hf:HUB_ID`` or ``hf:FOLDER``: a Hugging Face Flax checkpoint (see
   :mod:`jaxagree.models.huggingface`); options ``task`` (``classification`` or ``features``),
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import re
 import tomllib
 from collections.abc import Callable
@@ -43,6 +45,13 @@ from jaxagree.models.native import Preprocess, build_native, native_family
 FAMILIES = ("conv", "attention", "hybrid", "mlp")
 _RESERVED = {"name", "source", "family", "metadata"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # names become file names
+# Names become file names under the cache and output folders, whose own paths take part of the
+# file system's limit (255 bytes per name, 4096 per path on Linux).
+MAX_NAME_LENGTH = 128
+# Seeds wrap modulo 2**32 without jax_enable_x64: a larger one silently repeats a smaller one's weights.
+_SEEDS = range(2**32)
+# A typo such as 10000000000 would allocate a head of tens of gigabytes before failing.
+_CLASS_COUNTS = range(1, 1_000_001)
 
 
 class ModelSpec(NamedTuple):
@@ -98,8 +107,16 @@ class NnxForward:
         return logits, features if isinstance(features, dict) else {"penultimate": features}
 
 
-def read_zoo(path: str | Path) -> list[ModelSpec]:
-    """Read and check a ``zoo.toml`` (see the module docstring)."""
+def read_zoo(path: str | Path, *, trust_code: bool = False) -> list[ModelSpec]:
+    """Read and check a ``zoo.toml`` (see the module docstring): every entry's name, family,
+    source and options are checked here, before any model is built.
+
+    Args:
+      path: the zoo file.
+      trust_code: allow ``python:`` sources. Loading one imports a module and calls a function
+        the file names, which runs whatever code they hold (as transformers' ``trust_remote_code``):
+        without it a zoo with a ``python:`` entry is refused before anything runs.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such zoo file")
@@ -117,6 +134,9 @@ def read_zoo(path: str | Path) -> list[ModelSpec]:
             if not isinstance(entry.get(key), str) or not entry[key]:
                 raise ValueError(f"{where}: needs a string {key!r}")
         name = entry["name"]
+        if len(name) > MAX_NAME_LENGTH:
+            raise ValueError(f"{where}: the name has {len(name)} characters; at most {MAX_NAME_LENGTH} "
+                             f"(names become file names): {name[:40]!r}...")
         where = f"{path}: model {name!r}"
         if not _NAME.match(name):
             raise ValueError(f"{where}: names may hold only letters, digits, '.', '_' and '-' (they name files)")
@@ -126,10 +146,17 @@ def read_zoo(path: str | Path) -> list[ModelSpec]:
         if entry["family"] not in FAMILIES:
             raise ValueError(f"{where}: unknown family {entry['family']!r}; known: {', '.join(FAMILIES)}")
         _check_source(entry["source"], where)
+        if entry["source"].startswith("python:") and not trust_code:
+            raise ValueError(
+                f"{where}: source {entry['source']!r} imports and runs Python code named by the zoo file; "
+                "a zoo file with python: entries is code: run it only if you trust it, with --trust-code "
+                "(Python: read_zoo(..., trust_code=True))"
+            )
         metadata = entry.get("metadata", {})
         if not isinstance(metadata, dict):
             raise ValueError(f"{where}: metadata must be a table")
         options = {k: v for k, v in entry.items() if k not in _RESERVED}
+        check_options(entry["source"], options, where)
         specs.append(ModelSpec(name, entry["source"], entry["family"], options, metadata))
     return specs
 
@@ -154,8 +181,44 @@ def _check_source(source: str, where: str) -> None:
         )
 
 
+def check_options(source: str, options: dict[str, Any], where: str) -> None:
+    """Check an entry's options against its source: names, types and ranges. ``python:``
+    options go to the user's function unchecked. Raises ``ValueError`` naming ``where`` and the option."""
+    from jaxagree.models.huggingface import TASKS
+
+    kind = source.partition(":")[0]
+    if kind == "python":
+        return
+    checks = {
+        "native": {
+            "seed": (_is_int_in(_SEEDS), f"an integer from 0 to {_SEEDS.stop - 1}"),
+            "num_classes": (_is_int_in(_CLASS_COUNTS), f"an integer from 1 to {_CLASS_COUNTS.stop - 1:,}"),
+        },
+        "hf": {
+            "task": (lambda v: v in TASKS, " or ".join(map(repr, TASKS))),
+            "from_pt": (lambda v: isinstance(v, bool), "true or false"),
+            "revision": (lambda v: isinstance(v, str) and v != "", "a non-empty string (a branch, tag or commit)"),
+        },
+    }[kind]
+    for option, value in options.items():
+        if option not in checks:
+            raise ValueError(f"{where}: unknown option {option!r} for {kind}: sources; known: {', '.join(checks)}")
+        valid, expected = checks[option]
+        if not valid(value):
+            raise ValueError(f"{where}: option {option!r} must be {expected}, got {value!r}")
+
+
+def _is_int_in(allowed: range) -> Callable[[Any], bool]:
+    # bool is an int subclass: `seed = true` is a mistake, not seed 1.
+    return lambda value: isinstance(value, int) and not isinstance(value, bool) and value in allowed
+
+
 def load_model(spec: ModelSpec) -> LoadedModel:
-    """Build (or import) the model an inventory entry names."""
+    """Build (or import) the model an inventory entry names.
+
+    A ``python:`` spec is imported and called: :func:`read_zoo` refuses one from a zoo file
+    unless trusted; a spec built in Python is its author's own code."""
+    check_options(spec.source, spec.options, f"model {spec.name!r}")
     kind, _, rest = spec.source.partition(":")
     if kind == "hf":
         from jaxagree.models.huggingface import load_hf
@@ -163,11 +226,6 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         return _loaded(spec, *load_hf(spec.name, rest, spec.options))
     if kind == "native":
         architecture, _, variant = rest.partition("/")
-        allowed = {"seed", "num_classes"}
-        unknown = set(spec.options) - allowed
-        if unknown:
-            raise ValueError(f"model {spec.name!r}: unknown option(s) {sorted(unknown)} for a native model; "
-                             f"known: {sorted(allowed)}")
         module, preprocess = build_native(architecture, variant, **spec.options)
     else:
         module_name, function_name = rest.split(":")
@@ -181,6 +239,25 @@ def load_model(spec: ModelSpec) -> LoadedModel:
             raise ValueError(f"model {spec.name!r}: {rest} must return (flax.nnx.Module, Preprocess)")
     graphdef, state = nnx.split(module)
     return _loaded(spec, NnxForward(graphdef), state, preprocess)
+
+
+def model_files(spec: ModelSpec) -> list[Path]:
+    """The files whose contents determine a model, for the extraction cache's key: an ``hf:``
+    checkpoint's files (see :func:`jaxagree.models.huggingface.checkpoint_files`) and a
+    ``python:`` source's module file (not what that module imports or reads). Native models have
+    none: their weights come from their options."""
+    kind, _, rest = spec.source.partition(":")
+    if kind == "hf":
+        from jaxagree.models.huggingface import checkpoint_files
+
+        return checkpoint_files(rest, spec.options.get("revision"))
+    if kind == "python":
+        try:  # find_spec imports the module's parent packages (not the module): trusted code by now
+            found = importlib.util.find_spec(rest.split(":")[0])
+        except (ImportError, ValueError):
+            return []  # load_model says why it cannot import it
+        return [Path(found.origin)] if found is not None and found.has_location else []
+    return []
 
 
 def _loaded(spec: ModelSpec, forward: Callable, params, preprocess: Preprocess) -> LoadedModel:
