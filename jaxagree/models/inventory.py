@@ -121,7 +121,9 @@ def read_zoo(path: str | Path, *, trust_code: bool = False) -> list[ModelSpec]:
     if not path.is_file():
         raise ValueError(f"{path}: no such zoo file")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text (byte {error.start}), as TOML must be") from None
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"{path}: not valid TOML: {error}") from None
     entries = data.get("model")
