@@ -78,15 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the full traceback of any error")
     commands = parser.add_subparsers(dest="command", required=True)
-    add_parser = commands.add_parser
-
-    def with_common(name, **kwargs):
-        return add_parser(name, parents=[common], **kwargs)
-
-    commands.add_parser = with_common
 
     agreement = commands.add_parser(
-        "agreement",
+        "agreement", parents=[common],
         help="agreement, Fleiss' kappa and contrastive stimuli of a prediction table",
         description="PREDICTIONS: a long CSV/Parquet table (model, stimulus, response[, label]) "
         "or a .npy/.npz array [models, stimuli] (-1 = no response).",
@@ -100,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis_options(agreement)
 
     cka = commands.add_parser(
-        "cka",
+        "cka", parents=[common],
         help="linear CKA of every pair of models",
         description="FEATURES: an .npz with one [stimuli, dim] array per model, or a folder of .npy files.",
     )
@@ -119,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     extract = commands.add_parser(
-        "extract",
+        "extract", parents=[common],
         help="predictions and features of every model of a zoo on a stimulus set (cached, resumable)",
         description=_SOURCES,
     )
@@ -157,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     convert = commands.add_parser(
-        "convert", help="write a stimulus source as a TFDS dataset (ArrayRecord) for fast reuse: tfds:NAME:SPLIT",
+        "convert", parents=[common],
+        help="write a stimulus source as a TFDS dataset (ArrayRecord) for fast reuse: tfds:NAME:SPLIT",
         description=_SOURCES,
     )
     convert.add_argument("stimuli", metavar="SOURCE")
@@ -167,14 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     imagenet = commands.add_parser(
-        "prepare-imagenet",
+        "prepare-imagenet", parents=[common],
         help="write ILSVRC2012_img_val.tar as tfds' imagenet2012 validation split (no TensorFlow needed)",
     )
     imagenet.add_argument("archive", type=Path, metavar="ILSVRC2012_img_val.tar")
     imagenet.add_argument("--data-dir", type=Path, required=True, metavar="DIR")
     imagenet.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    demo = commands.add_parser("demo", help="the whole analysis offline on a generated example")
+    demo = commands.add_parser("demo", parents=[common], help="the whole analysis offline on a generated example")
     demo.add_argument("--out", type=Path, default=Path("demo-output"), metavar="DIR")
     demo.add_argument("--models", type=_positive_int, default=120)
     demo.add_argument("--stimuli", type=_positive_int, default=4000)
