@@ -2,7 +2,8 @@
 
 Agreement and kappa are pure functions of the counts ``T [..., stimuli, categories]``, or of the
 :class:`~jaxagree.AgreementStats` that :func:`~jaxagree.agreement_stats` computes directly from
-predictions; both give identical results.
+predictions; both give identical results (from 46,341 models on, both are "wide" and agree to
+float32 rounding: see :class:`~jaxagree.AgreementStats`).
 """
 
 from __future__ import annotations
@@ -13,30 +14,65 @@ from typing import Literal, no_type_check
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int, Shaped
+from jaxtyping import Array, Bool, Float, Int, Integer, Real, Shaped
 
 from jaxagree._checks import is_traced, require_ndim, require_positive_int
 from jaxagree._typing import AnyArray
-from jaxagree.counts import AgreementStats, check_counts, stats_from_counts
+from jaxagree.counts import WIDE_RATERS, AgreementStats, check_counts, stats_from_counts, table_stats
 
 KappaMethod = Literal["fleiss", "randolph"]
 
 
-def _as_stats(counts_or_stats) -> AgreementStats:
-    if isinstance(counts_or_stats, AgreementStats):
-        return counts_or_stats
-    check_counts(counts_or_stats)
-    return stats_from_counts(jnp.asarray(counts_or_stats))
+def _pair_terms(
+    n: Int[Array, "*subsets stimuli"], sum_squares: Real[Array, "*subsets stimuli"]
+) -> tuple[Float[Array, "*subsets stimuli"], Float[Array, "*subsets stimuli"]]:
+    """Ordered rater pairs per stimulus, in float32: those that agree, ``sum_j T_ij (T_ij - 1)
+    = S - n``, and those apart, ``sum_j T_ij (n - T_ij) = n**2 - S`` (``S = sum_j T_ij**2``)."""
+    nf = n.astype(jnp.float32)
+    if jnp.issubdtype(sum_squares.dtype, jnp.floating):  # wide: S is already rounded
+        squares = sum_squares.astype(jnp.float32)
+        return squares - nf, nf * nf - squares
+    # Narrow: both differences are exact in int32 (n * n while n < WIDE_RATERS); one rounding.
+    apart = jnp.where(
+        n < WIDE_RATERS, (n * n - sum_squares).astype(jnp.float32), nf * nf - sum_squares.astype(jnp.float32)
+    )
+    return (sum_squares - n).astype(jnp.float32), apart
+
+
+@jax.jit
+def _traced_table_terms(counts: Integer[Array, "*subsets stimuli categories"]):
+    """(n, agreeing, apart, float32 category totals) of a count table inside ``jit``, where
+    :func:`~jaxagree.counts.table_stats` cannot look at the values to choose: narrow and wide
+    terms are both computed and chosen per stimulus, so the results equal those outside ``jit``.
+    A stimulus with ``2**31`` raters or more, which outside ``jit`` raises, gives NaN."""
+    raters = counts.astype(jnp.float32).sum(-1)  # cannot wrap, and exact below 2**24
+    narrow = stats_from_counts(counts)
+    n = narrow.n_raters
+    agreeing, apart = _pair_terms(n, narrow.sum_squares)
+    wide_agreeing, wide_apart = _pair_terms(n, stats_from_counts(counts, wide=True).sum_squares)
+    wide = raters >= WIDE_RATERS
+    # An int32 sum beyond 2**31 - 1 wraps by a multiple of 2**32: far from the float32 sum.
+    fits = (n >= 0) & (jnp.abs(raters - n.astype(jnp.float32)) <= 0.25 * raters)
+    agreeing = jnp.where(fits, jnp.where(wide, wide_agreeing, agreeing), jnp.nan)
+    apart = jnp.where(fits, jnp.where(wide, wide_apart, apart), jnp.nan)
+    n = jnp.where(fits, n, 2)  # a wrapped count must not drop the stimulus from kappa's mean
+    float_totals = counts.astype(jnp.float32).sum(-2)
+    totals = jnp.where(float_totals < 2.0**30, narrow.category_totals.astype(jnp.float32), float_totals)
+    return n, agreeing, apart, totals
+
+
+def _agreement_of(
+    n: Int[Array, "*subsets stimuli"], agreeing: Float[Array, "*subsets stimuli"]
+) -> Float[Array, "*subsets stimuli"]:
+    nf = n.astype(jnp.float32)
+    return jnp.where(n >= 2, agreeing / (nf * (nf - 1.0)), jnp.nan)
 
 
 @jax.jit
 def _agreement(
-    n: Int[Array, "*subsets stimuli"], sum_squares: Int[Array, "*subsets stimuli"]
+    n: Int[Array, "*subsets stimuli"], sum_squares: Real[Array, "*subsets stimuli"]
 ) -> Float[Array, "*subsets stimuli"]:
-    # (sum_j T_ij^2 - n_i) is exact in int32; only the final division rounds.
-    nf = n.astype(jnp.float32)
-    agree = (sum_squares - n).astype(jnp.float32) / (nf * (nf - 1.0))
-    return jnp.where(n >= 2, agree, jnp.nan)
+    return _agreement_of(n, _pair_terms(n, sum_squares)[0])
 
 
 @no_type_check  # validates its input itself, with ValueErrors that name the culprit
@@ -48,12 +84,19 @@ def per_stimulus_agreement(
     ``p_i = (sum_j T_ij**2 - n_i) / (n_i (n_i - 1))`` with ``n_i = sum_j T_ij``, in ``[0, 1]``.
 
     Args:
-      counts: ``int [..., stimuli, categories]`` count table, or :class:`AgreementStats`.
+      counts: ``int [..., stimuli, categories]`` count table, or :class:`AgreementStats`. Up to
+        ``2**31 - 1`` raters per stimulus (see :class:`AgreementStats` for the accuracy from
+        46,341 raters on).
 
     Returns:
       ``float32 [..., stimuli]``; NaN where fewer than 2 models responded.
     """
-    stats = _as_stats(counts)
+    if isinstance(counts, AgreementStats):
+        return _agreement(counts.n_raters, counts.sum_squares)
+    if is_traced(counts):
+        n, agreeing, _, _ = _traced_table_terms(check_counts(counts))
+        return _agreement_of(n, agreeing)
+    stats = table_stats(counts)
     return _agreement(stats.n_raters, stats.sum_squares)
 
 
@@ -73,7 +116,18 @@ def _accurate_mean(
 @partial(jax.jit, static_argnames="method")
 def _kappa(
     n: Int[Array, "*subsets stimuli"],
-    sum_squares: Int[Array, "*subsets stimuli"],
+    sum_squares: Real[Array, "*subsets stimuli"],
+    category_totals: Shaped[Array, "*subsets categories"],
+    *,
+    method: KappaMethod,
+) -> Float[Array, "*subsets"]:
+    return _kappa_of(n, _pair_terms(n, sum_squares)[1], category_totals, method=method)
+
+
+@partial(jax.jit, static_argnames="method")
+def _kappa_of(
+    n: Int[Array, "*subsets stimuli"],
+    pairs_apart: Float[Array, "*subsets stimuli"],
     category_totals: Shaped[Array, "*subsets categories"],
     *,
     method: KappaMethod,
@@ -82,9 +136,6 @@ def _kappa(
     # terms: near kappa = 0, P_bar and P_e are close and (P_bar - P_e) would cancel in float32.
     rated = n >= 2
     nf = n.astype(jnp.float32)
-    pairs_apart = jnp.where(  # sum_j T_ij (n_i - T_ij), exact in int32 below 46341 raters
-        n < 46341, (n * n - sum_squares).astype(jnp.float32), nf * nf - sum_squares.astype(jnp.float32)
-    )
     disagreement = _accurate_mean(pairs_apart / jnp.where(rated, nf * (nf - 1.0), 1.0), rated)
     if method == "fleiss":
         totals = category_totals.astype(jnp.float32)
@@ -119,7 +170,10 @@ def fleiss_kappa(
     """
     if method not in ("fleiss", "randolph"):
         raise ValueError(f"method must be 'fleiss' or 'randolph', got {method!r}")
-    stats = _as_stats(counts)
+    if not isinstance(counts, AgreementStats) and is_traced(counts):
+        n, _, apart, totals = _traced_table_terms(check_counts(counts))
+        return _kappa_of(n, apart, totals, method=method)
+    stats = counts if isinstance(counts, AgreementStats) else table_stats(counts)
     totals = stats.category_totals
     if isinstance(totals, np.ndarray):  # int64 totals of a merged run beyond the int32 range
         totals = totals.astype(np.float32)

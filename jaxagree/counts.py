@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
-from jaxtyping import Array, Bool, Int
+from jaxtyping import Array, Bool, Float, Int, Integer, Real
 
 from jaxagree._checks import is_traced, require_integer, require_ndim, require_positive_int
 from jaxagree._typing import AnyArray
@@ -35,6 +35,9 @@ from jaxagree.sharding import device_local
 _BLOCK_CELLS = 2**19
 # Category totals are int32; above this many ratings the stimuli are split and merged on the host.
 _INT32_LIMIT = 2**31 - 1
+# From this many raters on one stimulus, sum_j T_ij**2 (up to n_i**2) can exceed int32
+# (46,341**2 > 2**31 - 1) and AgreementStats switch to float32 sums of squares ("wide").
+WIDE_RATERS = 46_341
 
 
 class AgreementStats(NamedTuple):
@@ -43,15 +46,27 @@ class AgreementStats(NamedTuple):
     Mergeable over stimulus batches: concatenate the per-stimulus fields along the stimulus axis
     and add the category totals (this is how sharded and chunked runs combine).
 
+    Two representations of ``sum_squares``, chosen before counting (static under ``jit``):
+
+    * narrow, ``int32``: when no stimulus can have 46,341 raters or more (fewer models, or a
+      count table whose rows all sum below that). Exact, and agreement and kappa round once.
+    * wide, ``float32``: otherwise, where ``sum_j T_ij**2`` may exceed the int32 range. Rounded
+      to about 1e-7 relative, so agreement keeps about 1e-7 absolute accuracy, and kappa about
+      1e-7 over the chance disagreement ``1 - P_e``.
+
+    :func:`agreement_stats` goes wide when a subset has 46,341 models or more, :func:`table_stats`
+    when a row of the table sums to 46,341 or more (it checks the values). Merging narrow and wide
+    statistics gives wide ones. Up to ``2**31 - 1`` raters per stimulus are supported.
+
     Attributes:
       n_raters: ``int32 [*subsets, stimuli]``, models that responded to each stimulus (``n_i``).
-      sum_squares: ``int32 [*subsets, stimuli]``, ``sum_j T_ij**2``.
+      sum_squares: ``int32`` (narrow) or ``float32`` (wide) ``[*subsets, stimuli]``, ``sum_j T_ij**2``.
       category_totals: ``int32 [*subsets, categories]``, ``sum_i T_ij`` (int64 NumPy when the total
         number of ratings exceeds the int32 range).
     """
 
     n_raters: Int[Array, "*subsets stimuli"]
-    sum_squares: Int[Array, "*subsets stimuli"]
+    sum_squares: Real[Array, "*subsets stimuli"]
     category_totals: Int[AnyArray, "*subsets categories"]
 
 
@@ -62,6 +77,7 @@ class _Raters(NamedTuple):
     subset: np.ndarray  # [raters] subset index
     num_subsets: int
     squeeze: bool  # no mask was given: drop the subset axis from outputs
+    largest: int  # models in the largest subset: the most raters a stimulus can have
 
 
 @no_type_check  # validates its input itself, with ValueErrors that name the culprit
@@ -111,13 +127,13 @@ def _check_invalid(invalid: jax.Array, preds: AnyArray, num_categories: int) -> 
 
 
 @jax.jit
-def _value_range(x: Int[Array, ...]) -> tuple[Int[Array, ""], Int[Array, ""]]:
+def _value_range(x: Integer[Array, ...]) -> tuple[Integer[Array, ""], Integer[Array, ""]]:
     return x.min(), x.max()
 
 
 def _raters_from_mask(model_mask: AnyArray | None, num_models: int) -> _Raters:
     if model_mask is None:
-        return _Raters(None, np.zeros(num_models, np.int32), 1, True)
+        return _Raters(None, np.zeros(num_models, np.int32), 1, True, num_models)
     if is_traced(model_mask):
         raise ValueError(
             "model_mask must be a concrete array (it fixes how many ratings are counted); "
@@ -140,7 +156,7 @@ def _raters_from_mask(model_mask: AnyArray | None, num_models: int) -> _Raters:
             f"model_mask row {row} selects {int(sizes[row])} model(s); each subset needs at least 2"
         )
     subset, model = np.nonzero(mask)
-    return _Raters(model.astype(np.int32), subset.astype(np.int32), mask.shape[0], False)
+    return _Raters(model.astype(np.int32), subset.astype(np.int32), mask.shape[0], False, int(sizes.max()))
 
 
 def _block_size(num_stimuli: int, cells_per_stimulus: int) -> int:
@@ -238,7 +254,7 @@ def _dense_counts(
     return jnp.swapaxes(counts, 0, 1), invalid  # [subsets, stimuli, categories]
 
 
-@partial(jax.jit, static_argnames=_STATIC)
+@partial(jax.jit, static_argnames=_STATIC + ("wide",))
 def _block_stats(
     preds: Int[Array, "models stimuli"],
     rater_model: Int[Array, " raters"] | None,
@@ -248,7 +264,10 @@ def _block_stats(
     num_subsets: int,
     block_size: int,
     device_axes: tuple[str, ...] | None,
+    wide: bool = False,
 ) -> tuple[AgreementStats, Int[Array, ""]]:
+    """Per block: its count table, then raters, sums of squares (float32 if ``wide``) and
+    category totals from it."""
     num_stimuli = preds.shape[1]
     blocks = _blocks(
         preds, rater_model, rater_subset,
@@ -259,7 +278,7 @@ def _block_stats(
         totals, invalid = carry
         counts, bad = _block_table(blocks, i, num_subsets, num_categories)
         counts = counts.astype(jnp.int32)  # [B, S, C]
-        return (totals + counts.sum(0), invalid + bad), (counts.sum(-1), (counts * counts).sum(-1))
+        return (totals + counts.sum(0), invalid + bad), (counts.sum(-1), _sum_squares(counts, wide))
 
     carry = (jnp.zeros((num_subsets, num_categories), jnp.int32), jnp.zeros((), jnp.int32))
     carry = device_local(carry, device_axes)
@@ -267,6 +286,17 @@ def _block_stats(
     n = n.reshape(-1, num_subsets)[:num_stimuli].T
     sq = sq.reshape(-1, num_subsets)[:num_stimuli].T
     return AgreementStats(n, sq, totals), invalid
+
+
+# A module-level object, so that the cache of compiled executables recognises it.
+_wide_block_stats = partial(_block_stats, wide=True)
+
+
+def _sum_squares(counts: Int[Array, "*batch categories"], wide: bool) -> Real[Array, "*batch"]:
+    """``sum_j T_j**2``: exact int32 when narrow, float32 when wide (see :class:`AgreementStats`)."""
+    if wide:
+        counts = counts.astype(jnp.float32)
+    return (counts * counts).sum(-1)
 
 
 @partial(jax.jit, static_argnames=_STATIC)
@@ -286,7 +316,8 @@ def _sparse_stats(
     of the count in each rating's own cell, so a block's table is filled by a scatter, read back
     by a gather at the same cells and cleared by a scatter there. Cheaper than the dense kernel
     when subsets x categories is large against the number of ratings (many subsets).
-    Needs fewer than 4096 raters (per-subset sums are exact float32 matmuls).
+    Needs fewer than 4096 raters (per-subset sums are exact float32 matmuls), so it is always
+    narrow.
     """
     num_stimuli = preds.shape[1]
     blocks = _blocks(
@@ -341,6 +372,8 @@ def _stats_kernel(raters: _Raters, num_categories: int):
     """(kernel, table cells per stimulus that sizes its blocks)."""
     num_raters = raters.subset.shape[0]
     cells = raters.num_subsets * num_categories
+    if raters.largest >= WIDE_RATERS:
+        return _wide_block_stats, cells
     if num_raters < _SPARSE_MAX_RATERS and cells > _SPARSE_CELLS_PER_RATER * num_raters:
         return _sparse_stats, cells // 2  # its table is never swept, so blocks may be larger
     return _block_stats, cells
@@ -488,7 +521,8 @@ def _chunked_stats(preds, model_mask, num_categories, mesh, chunk) -> AgreementS
 
 
 def merge_stats(parts: list[AgreementStats]) -> AgreementStats:
-    """Combine statistics of consecutive stimulus batches (same models and categories)."""
+    """Combine statistics of consecutive stimulus batches (same models and categories); wide if
+    any part is."""
     if not parts:
         raise ValueError("merge_stats needs at least one AgreementStats")
     return AgreementStats(
@@ -498,16 +532,70 @@ def merge_stats(parts: list[AgreementStats]) -> AgreementStats:
     )
 
 
-@jax.jit
-def stats_from_counts(counts: Int[Array, "*subsets stimuli categories"]) -> AgreementStats:
-    """:class:`AgreementStats` of a dense count table."""
+@partial(jax.jit, static_argnames="wide")
+def stats_from_counts(counts: Integer[Array, "*subsets stimuli categories"], *, wide: bool = False) -> AgreementStats:
+    """:class:`AgreementStats` of a dense count table, narrow or ``wide``; the table's row and
+    column sums must fit int32 (not checked here: :func:`table_stats` checks and chooses)."""
     counts = counts.astype(jnp.int32)
-    return AgreementStats(counts.sum(-1), (counts * counts).sum(-1), counts.sum(-2))
+    return AgreementStats(counts.sum(-1), _sum_squares(counts, wide), counts.sum(-2))
+
+
+@jax.jit
+def _rater_limits(n_raters: Int[Array, "*subsets stimuli"]) -> tuple[Int[Array, ""], Float[Array, ""]]:
+    """The most raters of a stimulus and all ratings (float32, which cannot wrap). Apart from
+    the pass over the table: in one executable they slow that pass down by a tenth."""
+    return n_raters.max(), n_raters.astype(jnp.float32).sum()
 
 
 @no_type_check  # validates its input itself, with ValueErrors that name the culprit
-def check_counts(counts: AnyArray) -> None:
-    """Validate a dense count table ``[..., stimuli, categories]``."""
+def table_stats(counts: Int[AnyArray, "*subsets stimuli categories"]) -> AgreementStats:
+    """Validate a dense count table and return its :class:`AgreementStats`, wide where a row sums
+    to 46,341 raters or more; category totals are int64 NumPy beyond the int32 range.
+
+    Raises ValueError for a negative count or a stimulus with more than ``2**31 - 1`` raters.
+    Needs concrete values (under ``jit`` see ``jaxagree.agreement``).
+    """
+    counts = jnp.asarray(check_counts(counts))  # moved to the device once
+    smallest, largest = (int(x) for x in jax.device_get(_value_range(counts)))
+    if smallest < 0:
+        bad = np.argwhere(np.asarray(counts) < 0)[0]
+        raise ValueError(f"counts must be non-negative; counts[{', '.join(map(str, bad))}] < 0")
+    stats = stats_from_counts(counts)
+    most_raters, ratings = (int(x) for x in jax.device_get(_rater_limits(stats.n_raters)))
+    # A row's int32 sum may have wrapped: float32 sums cannot, and near the limit sum exactly.
+    if largest * counts.shape[-1] > _INT32_LIMIT and float(_most_raters_float(counts)) >= 2**30:
+        raters = np.asarray(counts, np.int64).sum(-1)
+        _check_raters(raters)
+        most_raters = int(raters.max())
+    if most_raters >= WIDE_RATERS:
+        stats = stats._replace(sum_squares=stats_from_counts(counts, wide=True).sum_squares)
+    if ratings >= 2**30:  # a category total may have wrapped: sum exactly
+        totals = np.asarray(counts, np.int64).sum(-2)
+        if totals.max() > _INT32_LIMIT:
+            stats = stats._replace(category_totals=totals)
+    return stats
+
+
+@jax.jit
+def _most_raters_float(counts: Integer[Array, "*subsets stimuli categories"]) -> Float[Array, ""]:
+    return counts.astype(jnp.float32).sum(-1).max()
+
+
+def _check_raters(raters: np.ndarray) -> None:
+    """Raise naming the first stimulus (row of the table) with more raters than int32 holds."""
+    if raters.max() > _INT32_LIMIT:
+        row = np.unravel_index(int(np.argmax(raters > _INT32_LIMIT)), raters.shape)
+        raise ValueError(
+            f"counts[{', '.join(map(str, row))}, :] sums to {int(raters[row]):,} raters; at most "
+            f"{_INT32_LIMIT:,} (2**31 - 1) raters per stimulus are supported"
+        )
+
+
+@no_type_check  # validates its input itself, with ValueErrors that name the culprit
+def check_counts(counts: AnyArray) -> AnyArray:
+    """Check a dense count table's shape and dtype ``[..., stimuli, categories]``; return it as an
+    array whose values the device holds as they are (a host table of a wider integer type is
+    checked first, as it would wrap in int32)."""
     if not hasattr(counts, "dtype"):
         counts = np.asarray(counts)
     require_integer("counts", counts)
@@ -517,10 +605,18 @@ def check_counts(counts: AnyArray) -> None:
         )
     if counts.shape[-2] < 1 or counts.shape[-1] < 1:
         raise ValueError(f"counts is empty (shape {tuple(counts.shape)})")
-    if not is_traced(counts) and int(_value_range(jnp.asarray(counts))[0]) < 0:
-        host = np.asarray(counts)
-        bad = np.argwhere(host < 0)[0]
-        raise ValueError(f"counts must be non-negative; counts[{', '.join(map(str, bad))}] < 0")
+    if isinstance(counts, np.ndarray) and np.iinfo(counts.dtype).max > _INT32_LIMIT:
+        if counts.min() < 0:
+            bad = np.argwhere(counts < 0)[0]
+            raise ValueError(f"counts must be non-negative; counts[{', '.join(map(str, bad))}] < 0")
+        if counts.max() > _INT32_LIMIT:  # before the row sums, which could wrap in int64
+            bad = np.argwhere(counts > _INT32_LIMIT)[0]
+            raise ValueError(
+                f"counts[{', '.join(map(str, bad))}] = {int(counts[tuple(bad)]):,} raters; at most "
+                f"{_INT32_LIMIT:,} (2**31 - 1) raters per stimulus are supported"
+            )
+        counts = counts.astype(np.int32)  # exact now; row sums are checked with the other values
+    return counts
 
 
 __all__ = [
@@ -531,4 +627,5 @@ __all__ = [
     "count_predictions",
     "merge_stats",
     "stats_from_counts",
+    "table_stats",
 ]

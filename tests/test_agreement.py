@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import jaxagree as ja
+from jaxagree import counts as counts_module
 
 from . import reference
 from .test_counts import predictions
@@ -182,6 +183,142 @@ def test_bad_counts(counts, match):
 def test_unknown_kappa_method():
     with pytest.raises(ValueError, match="method must be 'fleiss' or 'randolph', got 'cohen'"):
         ja.fleiss_kappa(WIKIPEDIA_TABLE, method="cohen")
+
+
+# --- many raters: sum_j T_ij**2 beyond int32 from 46,341 raters on ------------------------------
+
+# The last narrow count, the first wide one, the issue's example, a crowd.
+MANY_RATERS = [46_340, 46_341, 50_000, 10**6]
+
+
+def many_raters(n: int) -> np.ndarray:
+    """Count table of 6 stimuli: 5 rated by n raters (unanimous, all but one, split in two and in
+    three, one vote against the rest) and one by 3 raters."""
+    return np.array([
+        [n, 0, 0], [n - 1, 1, 0], [n // 2, n - n // 2, 0], [n // 3, n // 3, n - 2 * (n // 3)], [1, 0, n - 1],
+        [2, 1, 0],
+    ])
+
+
+def predictions_of(table: np.ndarray, seed: int = 0) -> np.ndarray:
+    """``[raters, stimuli]`` predictions whose counts are ``table`` (-1 where a stimulus has fewer
+    raters than the most rated one), each stimulus's raters in random order."""
+    rng = np.random.default_rng(seed)
+    raters = int(table.sum(1).max())
+    columns = []
+    for row in table:
+        column = np.repeat(np.arange(len(row)), row)
+        columns.append(rng.permutation(np.concatenate([column, np.full(raters - len(column), -1)])))
+    return np.stack(columns, axis=1).astype(np.int32)
+
+
+def assert_matches_reference(agreement, kappas, table):
+    """Against float64: agreement to 2e-7, kappa to 5e-7 (wide statistics round sum_j T_ij**2 to
+    float32, ~1e-7 relative)."""
+    np.testing.assert_allclose(np.asarray(agreement), reference.agreement(table), rtol=0, atol=2e-7)
+    for method, kappa in kappas.items():
+        np.testing.assert_allclose(float(kappa), reference.kappa(table, method), rtol=0, atol=5e-7)
+
+
+def test_the_issues_example_50000_unanimous_raters():
+    np.testing.assert_allclose(np.asarray(ja.per_stimulus_agreement([[50_000, 0]])), [1.0], atol=1e-7)
+    np.testing.assert_allclose(float(ja.fleiss_kappa([[50_000, 0], [0, 50_000]])), 1.0, atol=1e-7)
+
+
+@pytest.mark.parametrize("n", MANY_RATERS)
+def test_many_raters_in_a_count_table_match_float64(n):
+    table = many_raters(n)
+    wide = n >= 46_341
+    assert counts_module.table_stats(table).sum_squares.dtype == (np.float32 if wide else np.int32)
+    # Outside jit the table's values choose; inside, narrow and wide are chosen per stimulus.
+    for table_in in (table, jax.numpy.asarray(table, jax.numpy.int32)):
+        kappas = {m: ja.fleiss_kappa(table_in, method=m) for m in ("fleiss", "randolph")}
+        assert_matches_reference(ja.per_stimulus_agreement(table_in), kappas, table)
+    jitted = jax.jit(lambda t: (ja.per_stimulus_agreement(t), ja.fleiss_kappa(t), ja.fleiss_kappa(t, method="randolph")))
+    agreement, fleiss, randolph = jitted(jax.numpy.asarray(table, jax.numpy.int32))
+    assert_matches_reference(agreement, {"fleiss": fleiss, "randolph": randolph}, table)
+    np.testing.assert_array_equal(agreement, ja.per_stimulus_agreement(table))  # jit changes nothing
+
+
+@pytest.mark.parametrize("n", MANY_RATERS)
+def test_many_raters_through_predictions_match_float64(n):
+    table = many_raters(n)
+    preds = predictions_of(table)
+    wide = n >= 46_341
+    stats = ja.agreement_stats(preds, num_categories=3)
+    assert stats.sum_squares.dtype == (np.float32 if wide else np.int32)
+    np.testing.assert_array_equal(stats.n_raters, table.sum(1))
+    np.testing.assert_allclose(stats.sum_squares, (table.astype(np.float64) ** 2).sum(1), rtol=1e-7 if wide else 0)
+    counts = ja.count_predictions(preds, num_categories=3)
+    np.testing.assert_array_equal(counts, table)
+    for source in (stats, counts):
+        kappas = {m: ja.fleiss_kappa(source, method=m) for m in ("fleiss", "randolph")}
+        assert_matches_reference(ja.per_stimulus_agreement(source), kappas, table)
+
+    def from_predictions(p):
+        stats = ja.agreement_stats(p, num_categories=3)
+        return ja.per_stimulus_agreement(stats), ja.fleiss_kappa(stats), ja.fleiss_kappa(ja.count_predictions(p, num_categories=3))
+
+    agreement, kappa, kappa_of_counts = jax.jit(from_predictions)(preds)
+    assert_matches_reference(agreement, {"fleiss": kappa}, table)
+    assert_matches_reference(agreement, {"fleiss": kappa_of_counts}, table)
+
+
+def test_a_large_subset_makes_every_subset_wide_and_each_stays_right():
+    table = many_raters(50_000)
+    preds = predictions_of(table)
+    mask = np.zeros((2, preds.shape[0]), bool)
+    mask[0] = True
+    mask[1, :200] = True
+    stats = ja.agreement_stats(preds, num_categories=3, model_mask=mask)
+    assert stats.sum_squares.dtype == np.float32
+    few = np.stack([np.bincount(column[column >= 0], minlength=3) for column in preds[:200].T])
+    for s, expected_table in enumerate((table, few)):
+        agreement = np.asarray(ja.per_stimulus_agreement(stats))[s]
+        assert_matches_reference(agreement, {"fleiss": np.asarray(ja.fleiss_kappa(stats))[s]}, expected_table)
+
+
+@pytest.mark.parametrize(
+    "counts, match",
+    [
+        (np.array([[2**31 - 1, 1]]), r"counts\[0, :\] sums to 2,147,483,648 raters; at most 2,147,483,647"),
+        (np.array([[3, 1], [2**32 + 5, 1]]), r"counts\[1, 0\] = 4,294,967,301 raters; at most 2,147,483,647"),
+        (np.array([[[1, 2]], [[2**30, 2**30]]], np.uint32), r"counts\[1, 0, :\] sums to 2,147,483,648 raters"),
+        (np.array([[2**31 - 1, 2**31 - 1]], np.uint32), r"counts\[0, :\] sums to 4,294,967,294 raters"),
+    ],
+)
+def test_more_raters_than_int32_holds_is_a_clear_error(counts, match):
+    for table in (counts, jax.numpy.asarray(counts) if counts.dtype == np.uint32 else counts):
+        with pytest.raises(ValueError, match=match):
+            ja.per_stimulus_agreement(table)
+        with pytest.raises(ValueError, match=match):
+            ja.fleiss_kappa(table)
+
+
+def test_under_jit_more_raters_than_int32_holds_gives_nan_not_a_wrapped_value():
+    table = np.array([[2**31, 1], [3, 4], [2**32 - 1, 5], [2**31 - 1, 0]], np.uint32)
+    agreement = np.asarray(jax.jit(ja.per_stimulus_agreement)(jax.numpy.asarray(table)))
+    np.testing.assert_allclose(agreement, [np.nan, reference.agreement(table[1:2])[0], np.nan, 1.0], atol=1e-7)
+    assert np.isnan(float(jax.jit(ja.fleiss_kappa)(jax.numpy.asarray(table))))
+
+
+def test_up_to_2_31_minus_1_raters_and_category_totals_beyond_int32():
+    table = np.array([[2**30, 2**29], [2**29, 2**30], [2**30, 2**30 - 1], [2**31 - 1, 0]])
+    stats = counts_module.table_stats(table)
+    assert stats.category_totals.dtype == np.int64  # 2**32 + ... ratings in category 0
+    np.testing.assert_array_equal(stats.category_totals, table.sum(0))
+    kappas = {m: ja.fleiss_kappa(table, method=m) for m in ("fleiss", "randolph")}
+    assert_matches_reference(ja.per_stimulus_agreement(table), kappas, table)
+    agreement, kappa = jax.jit(lambda t: (ja.per_stimulus_agreement(t), ja.fleiss_kappa(t)))(jax.numpy.asarray(table, jax.numpy.int32))
+    assert_matches_reference(agreement, {"fleiss": kappa}, table)
+
+
+def test_merging_narrow_and_wide_stats_gives_wide_stats():
+    few = np.array([[3, 1, 0], [0, 2, 2]])
+    merged = ja.merge_stats([counts_module.table_stats(few), counts_module.table_stats(many_raters(50_000))])
+    assert merged.sum_squares.dtype == np.float32
+    table = np.concatenate([few, many_raters(50_000)])
+    assert_matches_reference(ja.per_stimulus_agreement(merged), {"fleiss": ja.fleiss_kappa(merged)}, table)
 
 
 # --- contrastive stimuli -----------------------------------------------------------------------

@@ -157,6 +157,17 @@ def test_kernel_choice_follows_the_cost_model():
     assert counts_module._stats_kernel(bins, 1000)[0] is counts_module._sparse_stats
 
 
+def test_wide_kernel_from_46341_models_in_the_largest_subset():
+    """sum_j T_ij**2 reaches 46,341**2 > 2**31 - 1 only from 46,341 raters on one stimulus."""
+    kernel = counts_module._stats_kernel
+    assert kernel(counts_module._raters_from_mask(None, 46_340), 3)[0] is counts_module._block_stats
+    assert kernel(counts_module._raters_from_mask(None, 46_341), 3)[0] is counts_module._wide_block_stats
+    halves = np.arange(2 * 46_340)[None, :] % 2 == np.arange(2)[:, None]  # 92,680 raters, 46,340 per subset
+    assert kernel(counts_module._raters_from_mask(halves, 2 * 46_340), 3)[0] is counts_module._block_stats
+    halves[0, 1] = True
+    assert kernel(counts_module._raters_from_mask(halves, 2 * 46_340), 3)[0] is counts_module._wide_block_stats
+
+
 def test_more_than_int16_raters_use_exact_int32_tables():
     preds = np.zeros((2**15 + 3, 2), np.int32)
     got = ja.count_predictions(preds, num_categories=2)
