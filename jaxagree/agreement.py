@@ -156,10 +156,16 @@ def fleiss_kappa(
 ) -> Float[Array, "*subsets"]:
     """Fleiss' kappa (Fleiss 1971) of a count table; raters may vary per stimulus.
 
-    ``P_bar`` is the mean of Eq. 1 over stimuli with at least 2 raters; ``p_j`` pools all ratings
-    (``sum_i T_ij / sum_i n_i``). ``method="fleiss"`` uses ``P_e = sum_j p_j**2``;
+    ``kappa = (P_bar - P_e) / (1 - P_e)``. ``method="fleiss"`` uses ``P_e = sum_j p_j**2``;
     ``method="randolph"`` uses the free-marginal ``P_e = 1 / categories`` (Randolph 2005). With the
     same number of raters on every stimulus this equals statsmodels' ``fleiss_kappa``.
+
+    When the raters vary per stimulus (models that gave no response), this follows the paper:
+    ``P_bar`` is the plain mean of Eq. 1 over the stimuli with at least 2 raters (each stimulus
+    weighs the same, whatever its raters), and the category shares pool every rating,
+    ``p_j = sum_i T_ij / sum_i n_i``, those of stimuli with a single rater included. Other
+    conventions (``P_bar`` weighted by rater pairs, ``p_j`` as a mean of per-stimulus shares)
+    give other values.
 
     Args:
       counts: ``int [..., stimuli, categories]`` count table, or :class:`AgreementStats`.

@@ -1,5 +1,7 @@
 """Agreement (Eq. 1), Fleiss' kappa, contrastive stimuli and error consistency."""
 
+from fractions import Fraction
+
 import hypothesis.extra.numpy as hnp
 import jax
 import numpy as np
@@ -49,6 +51,34 @@ def test_fleiss_1971_diagnoses_kappa_0_4302():
 def test_wikipedia_example_kappa_0_210_and_p_i():
     np.testing.assert_allclose(float(ja.fleiss_kappa(WIKIPEDIA_TABLE)), 0.20993, atol=1e-5)
     np.testing.assert_allclose(ja.per_stimulus_agreement(WIKIPEDIA_TABLE), WIKIPEDIA_P_I, atol=5e-4)
+
+
+def test_raters_varying_per_stimulus_worked_by_hand():
+    """The paper's rule: P_bar is the plain mean of Eq. 1 over stimuli with 2 or more raters;
+    p_j pools all ratings, the single-rater stimulus's too. Weighting P_bar by rater pairs
+    (16/40) or leaving the single rating out of p_j (P_e = 17/49) would give other values."""
+    F = Fraction
+    table = np.array([[3, 1, 0], [0, 2, 0], [1, 1, 1], [2, 0, 3], [1, 0, 0], [0, 0, 0]])
+    # Eq. 1 by hand, (sum_j T_ij^2 - n_i) / (n_i (n_i - 1)):
+    p = [F(9 + 1 - 4, 4 * 3), F(4 - 2, 2 * 1), F(1 + 1 + 1 - 3, 3 * 2), F(4 + 9 - 5, 5 * 4)]
+    assert p == [F(1, 2), F(1), F(0), F(2, 5)]  # stimuli 4 (1 rater) and 5 (none): undefined
+    p_bar = sum(p) / 4
+    assert p_bar == F(19, 40)
+    # Category shares over all 15 ratings: 7, 4 and 4 (the single rating of stimulus 4 counts).
+    p_e = F(7, 15) ** 2 + F(4, 15) ** 2 + F(4, 15) ** 2
+    assert p_e == F(9, 25)
+    fleiss = (p_bar - p_e) / (1 - p_e)
+    randolph = (p_bar - F(1, 3)) / (1 - F(1, 3))
+    assert (fleiss, randolph) == (F(23, 128), F(17, 80))
+
+    np.testing.assert_allclose(ja.per_stimulus_agreement(table), [*map(float, p), np.nan, np.nan], atol=1e-7)
+    preds = np.array([[0, 1, 0, 0, 0, -1], [0, 1, 1, 0, -1, -1], [0, -1, 2, 2, -1, -1],
+                      [1, -1, -1, 2, -1, -1], [-1, -1, -1, 2, -1, -1]])  # the same counts as predictions
+    np.testing.assert_array_equal(ja.count_predictions(preds, num_categories=3), table)
+    kappa = jax.jit(ja.fleiss_kappa, static_argnames="method")
+    for source in (table, ja.agreement_stats(preds, num_categories=3)):
+        np.testing.assert_allclose(float(kappa(source)), float(fleiss), rtol=0, atol=1e-7)
+        np.testing.assert_allclose(float(kappa(source, method="randolph")), float(randolph), rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize(
