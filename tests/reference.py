@@ -49,3 +49,28 @@ def error_consistency(correct: np.ndarray) -> np.ndarray:
             c_exp = p1 * p2 + (1 - p1) * (1 - p2)
             out[a, b] = np.nan if c_exp == 1 else (c_obs - c_exp) / (1 - c_exp)
     return out
+
+
+def contrastive(agreement: np.ndarray, k: int) -> np.ndarray:
+    """The k lowest-agreement stimuli, lowest first, ties to the lower index, NaN never (a stable
+    sort with NaN last)."""
+    return np.argsort(np.where(np.isnan(agreement), np.inf, agreement), kind="stable")[:k]
+
+
+def accuracy(preds: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Share of the labelled stimuli (label >= 0) each model gets right; no response is wrong."""
+    labelled = labels >= 0
+    return (preds[:, labelled] == labels[labelled]).mean(axis=1)
+
+
+def equal_count_bins(acc: np.ndarray, num_bins: int) -> np.ndarray:
+    """[bins, models]: models sorted by accuracy (ties by index), cut into num_bins consecutive
+    groups, the first len % num_bins of them one model larger."""
+    order = sorted(range(len(acc)), key=lambda m: (acc[m], m))
+    sizes = [len(acc) // num_bins + (b < len(acc) % num_bins) for b in range(num_bins)]
+    mask = np.zeros((num_bins, len(acc)), bool)
+    start = 0
+    for b, size in enumerate(sizes):
+        mask[b, order[start : start + size]] = True
+        start += size
+    return mask
