@@ -1,6 +1,7 @@
 """Linear CKA: float64 reference, invariances, all-pairs matrix, tiling, bad input."""
 
 import warnings
+from unittest import mock
 
 import hypothesis.extra.numpy as hnp
 import jax
@@ -95,6 +96,77 @@ def test_matrix_matches_pairwise_reference_symmetric_unit_diagonal(debiased):
     np.testing.assert_allclose(got, expected, atol=2e-6)
     np.testing.assert_array_equal(got, got.T)
     np.testing.assert_array_equal(np.diag(got), 1.0)
+
+
+# cka_matrix sets the diagonal to 1 and symmetrises, so those assertions hold by construction;
+# these cases test the same properties where nothing forces them.
+
+PATHS = [  # (method, debiased, sharded over 4 devices)
+    (method, debiased, sharded) for method in ("gram", "features") for debiased in (False, True) for sharded in (False, True)
+]
+
+
+def copies_of(x: np.ndarray, rng) -> dict[str, np.ndarray]:
+    """Representations of x that linear CKA cannot tell from it: a duplicate, a rotation, an
+    isotropic rescaling with an offset, and an isometric embedding in more dimensions."""
+    d = x.shape[1]
+    embedding = ortho_group.rvs(d + 3, random_state=rng)[:d]  # orthonormal rows: X E E^T X^T = X X^T
+    return {"duplicate": x.copy(), "rotated": x @ ortho_group.rvs(d, random_state=rng),
+            "rescaled": 1e3 * x - 7.0, "embedded": x @ embedding}
+
+
+@pytest.mark.parametrize("method, debiased, sharded", PATHS)
+def test_copies_of_a_model_give_off_diagonal_ones_and_its_row(devices, method, debiased, sharded):
+    rng = np.random.default_rng(20)
+    n = ja.cka._FEATURE_DEBIASED_MIN_STIMULI + 16  # debiased feature path at full accuracy
+    base = rng.normal(size=(n, 3))
+    x = np.tanh(base @ rng.normal(size=(3, 5))) + 0.3 * rng.normal(size=(n, 5))
+    others = [base @ rng.normal(size=(3, 4)) + rng.normal(size=(n, 4)), rng.normal(size=(n, 6))]
+    copies = copies_of(x, rng)
+    features = [x, others[0], *copies.values(), others[1]]
+    mesh = ja.stimulus_mesh(devices) if sharded else None
+    got = np.asarray(ja.cka_matrix(features, debiased=debiased, method=method, mesh=mesh))
+    copy_index = range(2, 2 + len(copies))
+    for c, name in zip(copy_index, copies):
+        np.testing.assert_allclose(got[0, c], 1.0, atol=2e-6, err_msg=name)
+        np.testing.assert_allclose(got[c], got[0], atol=2e-6, err_msg=name)  # the same row: same model
+    expected = [reference_cka(x, other, debiased) for other in others]
+    np.testing.assert_allclose(got[0, [1, len(features) - 1]], expected, atol=2e-6)
+    assert (np.abs(got[0, [1, len(features) - 1]]) < 0.9).all()  # the ones are not everywhere
+
+
+@given(
+    path=st.sampled_from(PATHS), num_models=st.integers(2, 5), n=st.integers(8, 30), dim=st.integers(1, 6),
+    small_blocks=st.booleans(), tiled=st.booleans(), seed=st.integers(0, 2**16),
+)
+def test_permuting_stimuli_changes_nothing_and_permuting_models_permutes(
+    devices, path, num_models, n, dim, small_blocks, tiled, seed
+):
+    """Permuted stimuli (all models alike) move every Gram's entries across row blocks and
+    change the first stimulus (the centring shift); permuted models change the tiles."""
+    method, debiased, sharded = path
+    rng = np.random.default_rng(seed)
+    if debiased and method == "features":
+        n += ja.cka._FEATURE_DEBIASED_MIN_STIMULI
+    base = rng.normal(size=(n, 3))
+    features = np.stack([np.tanh(base @ rng.normal(size=(3, dim))) + rng.normal(size=(n, dim)) + 20
+                         for _ in range(num_models)])
+    mesh = ja.stimulus_mesh(devices) if sharded else None
+    # Row blocks of a few stimuli (as in small_gram_blocks), so that small inputs have several.
+    with mock.patch.object(ja.cka, "_STEP_CELLS", 1 if small_blocks else ja.cka._STEP_CELLS), \
+            mock.patch.object(ja.cka, "_MIN_ROWS", 3 if small_blocks else ja.cka._MIN_ROWS):
+        max_bytes = None
+        if tiled:  # tiles of one or two models
+            max_bytes = (2 * ja.cka._gram_model_bytes(n, dim, 4 if sharded else 1) if method == "gram"
+                         else 4 * (2 * n * dim + 2 * dim * dim))
+
+        def cka(f):
+            return np.asarray(ja.cka_matrix(f, debiased=debiased, method=method, mesh=mesh, max_bytes=max_bytes))
+
+        whole = cka(features)
+        stimuli, models = rng.permutation(n), rng.permutation(num_models)
+        np.testing.assert_allclose(cka(features[:, stimuli]), whole, atol=2e-6)
+        np.testing.assert_allclose(cka(features[models]), whole[np.ix_(models, models)], atol=2e-6)
 
 
 @pytest.mark.parametrize("method", ["gram", "features"])
