@@ -6,7 +6,9 @@ For each case (models x stimuli x categories):
   no dense table), and ``count_predictions`` + the same (the dense count table);
 * statsmodels ``aggregate_raters`` + ``fleiss_kappa`` (the peer a user would otherwise pick);
 * the memory floor: bytes of predictions read / the copy bandwidth measured in this run;
-* 10 accuracy-bin subsets in one call (``model_mask``) against one call over all models.
+* 10 accuracy-bin subsets in one call (``model_mask``) against one call over all models;
+* the answers: every kappa (all models, dense table, each bin) against statsmodels', and Eq. 1
+  against float64 on statsmodels' count table. A difference beyond the tolerance fails the run.
 
 Compile time (first call minus a warm call) is reported apart. Usage:
 ``python benchmarks/bench_agreement.py [--quick]``.
@@ -27,6 +29,9 @@ except ImportError:  # run as a script from the benchmarks folder
 
 CASES = [(400, 50_000, 1000), (1355, 50_000, 1000)]
 QUICK_CASES = [(40, 2_000, 100)]
+# jaxagree's float32 results against the peer's float64 ones: a run that differs more fails.
+KAPPA_TOLERANCE = 1e-5
+AGREEMENT_TOLERANCE = 1e-6
 
 
 def make_predictions(num_models: int, num_stimuli: int, num_categories: int, seed: int = 0):
@@ -74,8 +79,8 @@ def run_case(num_models: int, num_stimuli: int, num_categories: int, *, bandwidt
     _, row["bins10_s"] = timed(ten_bins, repeats=repeats)
     _, row["bin1_s"] = timed(one_bin, repeats=repeats)
     row["floor_s"] = preds_host.nbytes / bandwidth
-    kappa = float(fast()[1])
-    row["kappa"] = kappa
+    agreement, kappa = (np.asarray(x, np.float64) for x in fast())
+    row["kappa"] = float(kappa)
 
     if peer:
         from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
@@ -87,8 +92,10 @@ def run_case(num_models: int, num_stimuli: int, num_categories: int, *, bandwidt
             peer_kappa = fleiss_kappa(table)
             best = min(best, time.perf_counter() - start)
         row["statsmodels_s"] = best
-        if abs(peer_kappa - kappa) > 1e-5:
-            raise AssertionError(f"kappa differs from statsmodels: {kappa} vs {peer_kappa}")
+        check_against_statsmodels(row, preds_host, bins, C, agreement=agreement, kappas={
+            "agreement_stats": kappa, "count_predictions": float(dense()[1]),
+            **{f"bin {b}": k for b, k in enumerate(np.asarray(ten_bins()[1]))},
+        }, peer_kappa=peer_kappa, peer_table=table)
     row["speedup_vs_statsmodels"] = row.get("statsmodels_s", float("nan")) / row["fast_s"]
     row["dense_speedup_vs_statsmodels"] = row.get("statsmodels_s", float("nan")) / row["dense_s"]
     row["x_floor"] = row["fast_s"] / row["floor_s"]
@@ -96,6 +103,29 @@ def run_case(num_models: int, num_stimuli: int, num_categories: int, *, bandwidt
     row["bins10_over_bin1"] = row["bins10_s"] / row["bin1_s"]
     block(preds)
     return row
+
+
+def check_against_statsmodels(row, preds, bins, num_categories, *, agreement, kappas, peer_kappa, peer_table):
+    """Record in ``row`` the largest differences from statsmodels: every kappa (all models, the
+    dense path, each bin) against its ``fleiss_kappa``, and Eq. 1 against the same formula in
+    float64 on its ``aggregate_raters`` table; raise AssertionError beyond the tolerances."""
+    from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
+
+    expected = {"agreement_stats": peer_kappa, "count_predictions": peer_kappa}
+    for b, members in enumerate(bins):
+        expected[f"bin {b}"] = fleiss_kappa(aggregate_raters(preds[members].T, n_cat=num_categories)[0])
+    kappa_diffs = {name: abs(float(kappas[name]) - expected[name]) for name in expected}
+    n = peer_table.sum(1)
+    peer_agreement = ((peer_table.astype(np.float64) ** 2).sum(1) - n) / (n * (n - 1.0))
+    row["max_kappa_diff"] = max(kappa_diffs.values())
+    row["max_agreement_diff"] = float(np.abs(agreement - peer_agreement).max())
+    worst = max(kappa_diffs, key=kappa_diffs.get)
+    if row["max_kappa_diff"] > KAPPA_TOLERANCE:
+        raise AssertionError(f"{row['case']}: kappa ({worst}) differs from statsmodels by {row['max_kappa_diff']:.2e} "
+                             f"(> {KAPPA_TOLERANCE}): {float(kappas[worst])} vs {expected[worst]}")
+    if row["max_agreement_diff"] > AGREEMENT_TOLERANCE:
+        raise AssertionError(f"{row['case']}: agreement differs from Eq. 1 on statsmodels' table by "
+                             f"{row['max_agreement_diff']:.2e} (> {AGREEMENT_TOLERANCE})")
 
 
 COLUMNS = [
@@ -111,6 +141,8 @@ COLUMNS = [
     ("bins10_over_all", "10 bins / all models", ".2f"),
     ("bins10_over_bin1", "10 bins / 1 bin", ".2f"),
     ("fast_compile_s", "compile (s)", ".2f"),
+    ("max_kappa_diff", "kappa: max abs diff vs statsmodels", ".1e"),
+    ("max_agreement_diff", "Eq. 1: max abs diff vs float64 on statsmodels' table", ".1e"),
 ]
 
 

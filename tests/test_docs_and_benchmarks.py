@@ -4,6 +4,9 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+import jaxagree as ja
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,26 +31,69 @@ def test_readme_python_quickstart_runs(tmp_path, monkeypatch):
     np.testing.assert_allclose(namespace["sharded"], namespace["similarity"], atol=1e-6)
 
 
+def column(text: str, heading: str) -> list[str]:
+    """The cells under ``heading`` in the first markdown table of ``text`` (which ends where the
+    text or its table lines end, or where a next table's heading line starts)."""
+    lines = [line for line in text[text.index("|"):].split("\n\n")[0].splitlines() if line.startswith("|")]
+    headings = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    ends = [i for i in range(2, len(lines)) if i + 1 < len(lines) and lines[i + 1].startswith("|---")]
+    rows = [line.strip("|").split("|") for line in lines[2 : ends[0] if ends else len(lines)]]
+    assert all(len(row) == len(headings) for row in rows), "a cell holds a '|'"
+    return [row[headings.index(heading)].strip() for row in rows]
+
+
 def test_agreement_benchmark_quick_run():
+    pytest.importorskip("statsmodels")  # the peer
     from benchmarks import bench_agreement
 
     table = bench_agreement.main(["--quick", "--no-save"])
-    assert "40 x 2,000 x 100" in table
+    assert column(table, "models x stimuli x categories") == ["40 x 2,000 x 100"]
+    # Every kappa (all models, dense table, 10 bins) against statsmodels; Eq. 1 against float64.
+    assert float(column(table, "kappa: max abs diff vs statsmodels")[0]) <= 1e-6
+    assert float(column(table, "Eq. 1: max abs diff vs float64 on statsmodels' table")[0]) <= 1e-7
+
+
+@pytest.mark.parametrize("function, match", [("fleiss_kappa", "kappa"), ("per_stimulus_agreement", "agreement")])
+def test_agreement_benchmark_fails_on_a_wrong_answer(monkeypatch, function, match):
+    pytest.importorskip("statsmodels")
+    from benchmarks import bench_agreement
+
+    right = getattr(ja, function)
+    monkeypatch.setattr(ja, function, lambda *args, **kwargs: right(*args, **kwargs) + 1e-4)
+    with pytest.raises(AssertionError, match=f"{match} .*differs from"):
+        bench_agreement.main(["--quick", "--no-save"])
 
 
 def test_cka_benchmark_quick_run():
     from benchmarks import bench_cka
 
     table = bench_cka.main(["--quick", "--no-save"])
-    assert "8 x 200 x 64" in table
+    assert column(table, "models x stimuli x dims") == ["8 x 200 x 64"]
+    assert float(column(table, "max abs diff vs (a)")[0]) <= 2e-6  # float32 NumPy at this size
+    assert float(column(table, "max abs diff vs (c)")[0]) <= 2e-6
     assert "| 8 | gram |" in table  # the scaling table, each size measured in its own process
 
 
-def test_device_benchmark_quick_run():
+def test_cka_benchmark_fails_on_a_wrong_answer(monkeypatch):
+    from benchmarks import bench_cka
+
+    right = ja.cka_matrix
+    monkeypatch.setattr(ja, "cka_matrix", lambda *args, **kwargs: right(*args, **kwargs) * 0.999)
+    with pytest.raises(AssertionError, match=r"8 x 200 x 64: CKA differs from peer \(a\)"):
+        bench_cka.run_case(*bench_cka.QUICK_CASES[0], rate=1e10, repeats=1, peers=set())
+
+
+def test_device_benchmark_quick_run(monkeypatch):
     from benchmarks import device_cka
 
     text = device_cka.main(["--quick"])
     assert "6 x 64 x 16 | bfloat16" in text
+    error = re.search(r"max \|CKA error\| against float64 NumPy .*?: float32 (\S+),", text)
+    assert float(error.group(1)) <= 1e-6
+    right = ja.cka_matrix
+    monkeypatch.setattr(ja, "cka_matrix", lambda *args, **kwargs: right(*args, **kwargs) * 0.999)
+    with pytest.raises(AssertionError, match="float32"):
+        device_cka.main(["--quick"])
 
 
 def test_extract_benchmark_quick_run():
