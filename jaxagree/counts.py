@@ -541,10 +541,20 @@ def stats_from_counts(counts: Integer[Array, "*subsets stimuli categories"], *, 
 
 
 @jax.jit
-def _rater_limits(n_raters: Int[Array, "*subsets stimuli"]) -> tuple[Int[Array, ""], Float[Array, ""]]:
-    """The most raters of a stimulus and all ratings (float32, which cannot wrap). Apart from
-    the pass over the table: in one executable they slow that pass down by a tenth."""
-    return n_raters.max(), n_raters.astype(jnp.float32).sum()
+def _table_limits(counts: Integer[Array, "*subsets stimuli categories"]):
+    """Smallest and largest counts, most raters of a stimulus, all ratings (float32): what table
+    statistics need to be known right, in one pass that is cheaper than the statistics', so the
+    caller waits on it alone. Row sums are int32, exact unless ``largest * categories`` exceeds
+    int32 (then see :func:`_float_raters`)."""
+    raters = counts.astype(jnp.int32).sum(-1)
+    return counts.min(), counts.max(), raters.max(), raters.astype(jnp.float32).sum()
+
+
+@jax.jit
+def _float_raters(counts: Integer[Array, "*subsets stimuli categories"]) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    """Most raters of a stimulus and all ratings from float32 row sums, which cannot wrap."""
+    raters = counts.astype(jnp.float32).sum(-1)
+    return raters.max(), raters.sum()
 
 
 @no_type_check  # validates its input itself, with ValueErrors that name the culprit
@@ -556,29 +566,22 @@ def table_stats(counts: Int[AnyArray, "*subsets stimuli categories"]) -> Agreeme
     Needs concrete values (under ``jit`` see ``jaxagree.agreement``).
     """
     counts = jnp.asarray(check_counts(counts))  # moved to the device once
-    smallest, largest = (int(x) for x in jax.device_get(_value_range(counts)))
+    smallest, largest, most_raters, ratings = (int(x) for x in jax.device_get(_table_limits(counts)))
     if smallest < 0:
         bad = np.argwhere(np.asarray(counts) < 0)[0]
         raise ValueError(f"counts must be non-negative; counts[{', '.join(map(str, bad))}] < 0")
-    stats = stats_from_counts(counts)
-    most_raters, ratings = (int(x) for x in jax.device_get(_rater_limits(stats.n_raters)))
-    # A row's int32 sum may have wrapped: float32 sums cannot, and near the limit sum exactly.
-    if largest * counts.shape[-1] > _INT32_LIMIT and float(_most_raters_float(counts)) >= 2**30:
-        raters = np.asarray(counts, np.int64).sum(-1)
-        _check_raters(raters)
-        most_raters = int(raters.max())
-    if most_raters >= WIDE_RATERS:
-        stats = stats._replace(sum_squares=stats_from_counts(counts, wide=True).sum_squares)
+    if largest * counts.shape[-1] > _INT32_LIMIT:  # int32 row sums may have wrapped
+        most_raters, ratings = (int(x) for x in jax.device_get(_float_raters(counts)))
+        if most_raters >= 2**30:  # float32 sums round: near the int32 limit, decide exactly
+            raters = np.asarray(counts, np.int64).sum(-1)
+            _check_raters(raters)
+            most_raters = int(raters.max())
+    stats = stats_from_counts(counts, wide=most_raters >= WIDE_RATERS)
     if ratings >= 2**30:  # a category total may have wrapped: sum exactly
         totals = np.asarray(counts, np.int64).sum(-2)
         if totals.max() > _INT32_LIMIT:
             stats = stats._replace(category_totals=totals)
     return stats
-
-
-@jax.jit
-def _most_raters_float(counts: Integer[Array, "*subsets stimuli categories"]) -> Float[Array, ""]:
-    return counts.astype(jnp.float32).sum(-1).max()
 
 
 def _check_raters(raters: np.ndarray) -> None:
