@@ -5,6 +5,10 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+# Category indices size count tables, totals and name lists: a stray 2**40 must not size them.
+# ImageNet-21k has 21,843 classes; a million leaves room for any real label space.
+MAX_CATEGORIES = 2**20
+
 
 def is_traced(x) -> bool:
     """True inside a jax transformation, where values cannot be inspected."""
@@ -29,3 +33,12 @@ def require_positive_int(name: str, value) -> int:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
+
+
+def require_num_categories(value, name: str = "num_categories") -> int:
+    """A category count in ``[1, MAX_CATEGORIES]``: it fixes the size of count tables."""
+    value = require_positive_int(name, value)
+    if value > MAX_CATEGORIES:
+        raise ValueError(f"{name}={value:,} is more categories than jaxagree accepts ({MAX_CATEGORIES:,}); "
+                         "count tables grow with it")
+    return value

@@ -27,7 +27,7 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, Bool, Float, Int, Integer, Real
 
-from jaxagree._checks import is_traced, require_integer, require_ndim, require_positive_int
+from jaxagree._checks import is_traced, require_integer, require_ndim, require_num_categories
 from jaxagree._typing import AnyArray
 from jaxagree.sharding import device_local
 
@@ -88,7 +88,7 @@ def check_predictions(
 
     With ``check_values=False`` the caller checks the range itself (the count kernels do it in
     their own pass and call :func:`raise_out_of_range`)."""
-    require_positive_int("num_categories", num_categories)
+    require_num_categories(num_categories)
     if not hasattr(preds, "dtype"):
         preds = np.asarray(preds)
     require_ndim("predictions", preds, 2, "models, stimuli")

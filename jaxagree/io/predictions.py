@@ -24,12 +24,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxagree._checks import MAX_CATEGORIES, require_num_categories
 from jaxagree.io.arrays import labels_array, load_arrays, names_array
 
 MISSING_MARKERS = frozenset({"", "na", "nan", "none"})
-# Category indices index count tables and name lists: a stray 2**40 must not size them. ImageNet-21k
-# has 21,843 classes; a million leaves room for any real label space.
-MAX_CATEGORIES = 2**20
 _LONG_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # Up to 18 digits fit int64; longer digit strings are read as category names.
 _INTEGER = re.compile(r"^[+-]?\d{1,18}$")
@@ -233,14 +231,10 @@ def _table_from_arrow(table, path: Path, categories, num_categories) -> Predicti
     return PredictionTable(preds, stim_labels, models, stimuli, names)
 
 
-def check_num_categories(num_categories, source: str = "num_categories") -> int:
-    """``num_categories`` as an int in ``[1, MAX_CATEGORIES]``."""
-    if isinstance(num_categories, bool) or not isinstance(num_categories, (int, np.integer)) or num_categories < 1:
-        raise ValueError(f"{source} must be a positive integer, got {num_categories!r}")
-    if num_categories > MAX_CATEGORIES:
-        raise ValueError(f"{source}={num_categories:,} is more categories than jaxagree accepts "
-                         f"({MAX_CATEGORIES:,}); count tables grow with it")
-    return int(num_categories)
+def _too_large(path: Path, what: str) -> ValueError:
+    return ValueError(f"{path}: {what} is too large for a category index (jaxagree accepts up to "
+                      f"{MAX_CATEGORIES - 1:,}); number the categories from 0, or give their names with "
+                      "categories= (--categories FILE)")
 
 
 def _first_row(column: _Column, distinct: np.ndarray) -> int:
@@ -263,7 +257,7 @@ def _categorise(columns: list[_Column], categories, num_categories, path, where)
             raise ValueError(f"{path}: {column.name} {column.indices[negative[0]]} < -1 at {where(row)}: not a "
                              "category index (-1 means no response)")
     if num_categories is not None:
-        num_categories = check_num_categories(num_categories)
+        num_categories = require_num_categories(num_categories)
     with_names = [c for c in columns if any(n is not None for n in c.names)]
     with_integers = [c for c in columns if (c.indices >= 0).any()]
     if categories is not None:
@@ -300,11 +294,7 @@ def _categorise(columns: list[_Column], categories, num_categories, path, where)
             largest = int(column.indices.max())
             if largest >= MAX_CATEGORIES:
                 row = _first_row(column, np.flatnonzero(column.indices == largest))
-                raise ValueError(
-                    f"{path}: {column.name} {largest:,} at {where(row)} is too large for a category index "
-                    f"(jaxagree accepts up to {MAX_CATEGORIES - 1:,}); number the categories from 0, or give "
-                    "their names with categories= (--categories FILE)"
-                )
+                raise _too_large(path, f"{column.name} {largest:,} at {where(row)}")
             num_categories = largest + 1
         vocabulary = None  # integers name themselves
     codes = []
@@ -393,7 +383,7 @@ def _read_wide(path: Path, categories, num_categories) -> PredictionTable:
             raise ValueError(f"num_categories={num_categories} disagrees with the {len(categories)} given categories")
         num_categories = len(categories)
     elif num_categories is not None:
-        num_categories = check_num_categories(num_categories)
+        num_categories = require_num_categories(num_categories)
     # The bound applies before the range check: values far past it must not size anything.
     limit = num_categories if num_categories is not None else MAX_CATEGORIES
     for name, values in (("predictions", preds), ("labels", labels)):
@@ -407,11 +397,7 @@ def _read_wide(path: Path, categories, num_categories) -> PredictionTable:
                 else f"stimulus {stimuli[at[0]]!r}"
             )
             if num_categories is None and values[tuple(at)] >= limit:
-                raise ValueError(
-                    f"{path}: {name} value {values[tuple(at)]:,} at {place} is too large for a category index "
-                    f"(jaxagree accepts up to {MAX_CATEGORIES - 1:,}); number the categories from 0, or give "
-                    "their names with categories= (--categories FILE)"
-                )
+                raise _too_large(path, f"{name} value {values[tuple(at)]:,} at {place}")
             raise ValueError(
                 f"{path}: {name} value {values[tuple(at)]} at {place} is outside "
                 f"[-1, num_categories={limit}) (-1 means no response)"
@@ -440,5 +426,4 @@ def save_predictions(path: str | os.PathLike, table: PredictionTable) -> Path:
     return path
 
 
-__all__ = ["MAX_CATEGORIES", "MISSING_MARKERS", "PredictionTable", "check_num_categories", "read_predictions",
-           "save_predictions"]
+__all__ = ["MAX_CATEGORIES", "MISSING_MARKERS", "PredictionTable", "read_predictions", "save_predictions"]
