@@ -6,7 +6,7 @@ import hypothesis.extra.numpy as hnp
 import jax
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxagree as ja
@@ -113,6 +113,7 @@ def test_matches_statsmodels_with_constant_raters():
 # --- float64 reference on random inputs --------------------------------------------------------
 
 
+@settings(max_examples=max(5, settings.default.max_examples // 2))  # each example compiles
 @given(predictions(), st.sampled_from(["fleiss", "randolph"]))
 def test_agreement_and_kappa_match_float64_reference(case, method):
     """Raters vary per stimulus (random -1 entries), including stimuli with 0 or 1 rater."""
@@ -140,6 +141,7 @@ def test_kappa_on_50000_stimuli_keeps_float32_accuracy():
     np.testing.assert_allclose(float(ja.fleiss_kappa(stats)), reference.kappa(table), rtol=2e-6)
 
 
+@settings(max_examples=max(5, settings.default.max_examples // 2))  # each example compiles
 @given(predictions(max_stimuli=30), st.data())
 def test_batched_tables_equal_one_at_a_time(case, data):
     preds, num_categories = case
@@ -157,6 +159,7 @@ def test_batched_tables_equal_one_at_a_time(case, data):
 # --- invariants --------------------------------------------------------------------------------
 
 
+@settings(max_examples=max(5, settings.default.max_examples // 2))  # each example compiles
 @given(predictions(), st.randoms(use_true_random=False))
 def test_invariants(case, rnd):
     """Agreement in [0, 1] (NaN only below 2 raters); invariant to permuting models, categories

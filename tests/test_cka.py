@@ -7,7 +7,7 @@ import hypothesis.extra.numpy as hnp
 import jax
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import ortho_group
 
@@ -46,6 +46,7 @@ def related(rng, n=60, dx=12, dy=20, noise=0.5, offset=0.0):
 
 
 @pytest.mark.parametrize("debiased", [False, True])
+@settings(max_examples=max(5, settings.default.max_examples // 2))  # each example compiles
 @given(
     n=st.integers(4, 40), dx=st.integers(1, 12), dy=st.integers(1, 12), noise=st.floats(0.05, 3.0),
     seed=st.integers(0, 2**16),
@@ -135,6 +136,7 @@ def test_copies_of_a_model_give_off_diagonal_ones_and_its_row(devices, method, d
     assert (np.abs(got[0, [1, len(features) - 1]]) < 0.9).all()  # the ones are not everywhere
 
 
+@settings(max_examples=max(5, settings.default.max_examples // 2))  # each example compiles
 @given(
     path=st.sampled_from(PATHS), num_models=st.integers(2, 5), n=st.integers(8, 30), dim=st.integers(1, 6),
     small_blocks=st.booleans(), tiled=st.booleans(), seed=st.integers(0, 2**16),
@@ -187,6 +189,7 @@ def test_list_input_with_differing_dims():
         np.testing.assert_allclose(got, expected, atol=2e-6)
 
 
+@settings(max_examples=max(5, settings.default.max_examples // 2))  # each example compiles
 @given(
     num_models=st.integers(2, 9),
     per_block=st.integers(1, 9),
@@ -336,6 +339,7 @@ def test_extreme_feature_scales_neither_underflow_nor_overflow(scale):
 
 
 @pytest.mark.parametrize("debiased", [False, True])
+@settings(max_examples=max(5, settings.default.max_examples // 3))  # each example compiles
 @given(
     dims=st.lists(st.integers(1, 9), min_size=2, max_size=6),
     n=st.integers(4, 30),
@@ -384,6 +388,7 @@ def _batches(features, size):
 
 
 @pytest.mark.parametrize("debiased", [False, True])
+@settings(max_examples=max(5, settings.default.max_examples // 3))  # each example compiles
 @given(
     dims=st.lists(st.integers(1, 7), min_size=2, max_size=5),
     sizes=st.lists(st.integers(1, 40), min_size=1, max_size=6),

@@ -6,7 +6,7 @@ import hypothesis.extra.numpy as hnp
 import jax
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxagree as ja
@@ -40,6 +40,7 @@ def test_counts_match_reference(case):
 
 
 @pytest.mark.parametrize("kernel", STATS_KERNELS)
+@settings(max_examples=max(5, settings.default.max_examples // 3))  # each example compiles
 @given(case=predictions(), data=st.data())
 def test_subset_counts_equal_counting_each_subset_alone(kernel, case, data):
     preds, num_categories = case
@@ -60,6 +61,7 @@ def test_subset_counts_equal_counting_each_subset_alone(kernel, case, data):
 
 
 @pytest.mark.parametrize("kernel", STATS_KERNELS)
+@settings(max_examples=max(5, settings.default.max_examples // 2))  # each example compiles
 @given(case=predictions())
 def test_agreement_stats_equal_stats_of_the_dense_table(kernel, case):
     preds, num_categories = case
