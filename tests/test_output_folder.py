@@ -204,3 +204,18 @@ def test_the_console_script_exits_2_with_one_line_for_a_damaged_file(tmp_path):
         f"jaxagree agreement: error: {tmp_path / 'cut.npz'}: not a valid .npz file (a zip archive of .npy arrays): "
         "File is not a zip file; it may be truncated"]
     assert done.stdout == "" and not (tmp_path / "o").exists()
+
+
+def test_an_extract_rerun_with_fewer_models_leaves_no_stale_features(tmp_path, capsys):
+    # Stale feature files would silently join the next `jaxagree cka run/features/penultimate`.
+    entry = '[[model]]\nname = "{}"\nsource = "native:convnet/tiny"\nfamily = "conv"\nnum_classes = 4\nseed = {}\n'
+    (tmp_path / "two.toml").write_text(entry.format("a", 0) + entry.format("b", 1))
+    (tmp_path / "one.toml").write_text(entry.format("a", 0))
+    np.savez(tmp_path / "images.npz", images=np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), np.uint8))
+    out = tmp_path / "run"
+    base = ["extract", "--stimuli", f"npz:{tmp_path / 'images.npz'}", "--out", str(out), "--no-progress"]
+    assert main([*base, "--zoo", str(tmp_path / "two.toml")]) == 0
+    assert sorted(p.name for p in (out / "features" / "penultimate").iterdir()) == ["a.npy", "b.npy"]
+    assert main([*base, "--zoo", str(tmp_path / "one.toml")]) == 0
+    assert sorted(p.name for p in (out / "features" / "penultimate").iterdir()) == ["a.npy"]
+    assert "cached" in capsys.readouterr().out  # model a came from the cache, which outlives runs
