@@ -8,8 +8,9 @@ from jaxagree.agreement import (
     per_stimulus_agreement,
 )
 from jaxagree.cka import CKAAccumulator, cka_matrix, linear_cka
-from jaxagree.counts import AgreementStats, agreement_stats, count_predictions, merge_stats
+from jaxagree.counts import agreement_stats, count_predictions
 from jaxagree.sharding import stimulus_mesh
+from jaxagree.stats import AgreementStats, merge_stats
 
 __version__ = "0.1.0"
 

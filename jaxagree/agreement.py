@@ -18,7 +18,7 @@ from jaxtyping import Array, Bool, Float, Int, Integer, Real, Shaped
 
 from jaxagree._checks import is_traced, require_ndim, require_positive_int
 from jaxagree._typing import AnyArray
-from jaxagree.counts import WIDE_RATERS, AgreementStats, check_counts, stats_from_counts, table_stats
+from jaxagree.stats import WIDE_RATERS, AgreementStats, check_counts, stats_from_counts, table_stats
 
 KappaMethod = Literal["fleiss", "randolph"]
 
@@ -42,7 +42,7 @@ def _pair_terms(
 @jax.jit
 def _traced_table_terms(counts: Integer[Array, "*subsets stimuli categories"]):
     """(n, agreeing, apart, float32 category totals) of a count table inside ``jit``, where
-    :func:`~jaxagree.counts.table_stats` cannot look at the values to choose: narrow and wide
+    :func:`~jaxagree.stats.table_stats` cannot look at the values to choose: narrow and wide
     terms are both computed and chosen per stimulus, so the results equal those outside ``jit``.
     A stimulus with ``2**31`` raters or more, which outside ``jit`` raises, gives NaN."""
     raters = counts.astype(jnp.float32).sum(-1)  # cannot wrap, and exact below 2**24

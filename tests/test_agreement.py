@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxagree as ja
-from jaxagree import counts as counts_module
+from jaxagree import stats as stats_module
 
 from . import reference
 from .test_counts import predictions
@@ -262,7 +262,7 @@ def test_the_issues_example_50000_unanimous_raters():
 def test_many_raters_in_a_count_table_match_float64(n):
     table = many_raters(n)
     wide = n >= 46_341
-    assert counts_module.table_stats(table).sum_squares.dtype == (np.float32 if wide else np.int32)
+    assert stats_module.table_stats(table).sum_squares.dtype == (np.float32 if wide else np.int32)
     # Outside jit the table's values choose; inside, narrow and wide are chosen per stimulus.
     for table_in in (table, jax.numpy.asarray(table, jax.numpy.int32)):
         kappas = {m: ja.fleiss_kappa(table_in, method=m) for m in ("fleiss", "randolph")}
@@ -337,7 +337,7 @@ def test_under_jit_more_raters_than_int32_holds_gives_nan_not_a_wrapped_value():
 
 def test_up_to_2_31_minus_1_raters_and_category_totals_beyond_int32():
     table = np.array([[2**30, 2**29], [2**29, 2**30], [2**30, 2**30 - 1], [2**31 - 1, 0]])
-    stats = counts_module.table_stats(table)
+    stats = stats_module.table_stats(table)
     assert stats.category_totals.dtype == np.int64  # 2**32 + ... ratings in category 0
     np.testing.assert_array_equal(stats.category_totals, table.sum(0))
     kappas = {m: ja.fleiss_kappa(table, method=m) for m in ("fleiss", "randolph")}
@@ -348,7 +348,7 @@ def test_up_to_2_31_minus_1_raters_and_category_totals_beyond_int32():
 
 def test_merging_narrow_and_wide_stats_gives_wide_stats():
     few = np.array([[3, 1, 0], [0, 2, 2]])
-    merged = ja.merge_stats([counts_module.table_stats(few), counts_module.table_stats(many_raters(50_000))])
+    merged = ja.merge_stats([stats_module.table_stats(few), stats_module.table_stats(many_raters(50_000))])
     assert merged.sum_squares.dtype == np.float32
     table = np.concatenate([few, many_raters(50_000)])
     assert_matches_reference(ja.per_stimulus_agreement(merged), {"fleiss": ja.fleiss_kappa(merged)}, table)

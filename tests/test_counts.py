@@ -94,7 +94,7 @@ def test_chunks_beyond_int32_totals_merge_to_the_same_stats(monkeypatch):
     rng = np.random.default_rng(2)
     preds = rng.integers(-1, 5, size=(6, 101)).astype(np.int32)
     whole = ja.agreement_stats(preds, num_categories=5)
-    monkeypatch.setattr(counts_module, "_INT32_LIMIT", 6 * 10)  # chunks of 10 stimuli
+    monkeypatch.setattr(counts_module, "INT32_LIMIT", 6 * 10)  # chunks of 10 stimuli
     chunked = ja.agreement_stats(preds, num_categories=5)
     assert chunked.category_totals.dtype == np.int64
     for a, b in zip(chunked, whole):
