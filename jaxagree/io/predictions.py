@@ -237,6 +237,18 @@ def _too_large(path: Path, what: str) -> ValueError:
                       "categories= (--categories FILE)")
 
 
+def _given_categories(categories, num_categories) -> tuple[list[str] | None, int | None]:
+    """The given category names (unique) and count, checked against each other and the bound."""
+    if categories is not None:
+        categories = [str(c) for c in categories]
+        if len(set(categories)) != len(categories):
+            raise ValueError("categories contains duplicate names")
+        if num_categories is not None and num_categories != len(categories):
+            raise ValueError(f"num_categories={num_categories} disagrees with the {len(categories)} given categories")
+        return categories, len(categories)
+    return None, None if num_categories is None else require_num_categories(num_categories)
+
+
 def _first_row(column: _Column, distinct: np.ndarray) -> int:
     """The first row of ``column`` whose value is one of the ``distinct`` positions."""
     return int(np.flatnonzero(np.isin(column.codes, distinct))[0])
@@ -256,17 +268,11 @@ def _categorise(columns: list[_Column], categories, num_categories, path, where)
             row = _first_row(column, negative[:1])
             raise ValueError(f"{path}: {column.name} {column.indices[negative[0]]} < -1 at {where(row)}: not a "
                              "category index (-1 means no response)")
-    if num_categories is not None:
-        num_categories = require_num_categories(num_categories)
+    categories, num_categories = _given_categories(categories, num_categories)
     with_names = [c for c in columns if any(n is not None for n in c.names)]
     with_integers = [c for c in columns if (c.indices >= 0).any()]
     if categories is not None:
-        categories = [str(c) for c in categories]
-        if len(set(categories)) != len(categories):
-            raise ValueError("categories contains duplicate names")
-        if num_categories is not None and num_categories != len(categories):
-            raise ValueError(f"num_categories={num_categories} disagrees with the {len(categories)} given categories")
-        vocabulary, num_categories = categories, len(categories)
+        vocabulary = categories
     elif with_names and with_integers:
         named, numbered = with_names[0], with_integers[0]
         name_row = _first_row(named, np.flatnonzero(named.indices == _NAME)[:1])
@@ -297,12 +303,12 @@ def _categorise(columns: list[_Column], categories, num_categories, path, where)
                 raise _too_large(path, f"{column.name} {largest:,} at {where(row)}")
             num_categories = largest + 1
         vocabulary = None  # integers name themselves
+    index = {} if vocabulary is None else {name: i for i, name in enumerate(vocabulary)}
     codes = []
     for column in columns:
         # Per distinct value: its category, -1 if missing, -2 for an unknown name or an index out of range.
         lookup = np.where((column.indices >= num_categories) | (column.indices == _NAME), -2, column.indices)
-        if vocabulary is not None and column.names:
-            index = {name: i for i, name in enumerate(vocabulary)}
+        if index:
             lookup = np.where(column.indices == _NAME, [index.get(n, -2) for n in column.names], lookup)
         unknown = np.flatnonzero(lookup == -2)
         if unknown.size:
@@ -378,12 +384,7 @@ def _read_wide(path: Path, categories, num_categories) -> PredictionTable:
     labels = labels_array(arrays, num_stimuli, path)
     if categories is None and "categories" in arrays:
         categories = [str(c) for c in np.asarray(arrays["categories"]).reshape(-1).tolist()]
-    if categories is not None:
-        if num_categories is not None and num_categories != len(categories):
-            raise ValueError(f"num_categories={num_categories} disagrees with the {len(categories)} given categories")
-        num_categories = len(categories)
-    elif num_categories is not None:
-        num_categories = require_num_categories(num_categories)
+    categories, num_categories = _given_categories(categories, num_categories)
     # The bound applies before the range check: values far past it must not size anything.
     limit = num_categories if num_categories is not None else MAX_CATEGORIES
     for name, values in (("predictions", preds), ("labels", labels)):
