@@ -13,10 +13,11 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
-# Every example compiles a kernel for new shapes: keep the example count modest, no deadline.
-settings.register_profile("jaxagree", max_examples=40, deadline=None)
+# Every example compiles a kernel for new shapes: keep the example count modest (the suite must
+# stay well under CI's 10 minutes on 2 cores, where timings vary by 20%), no deadline.
+settings.register_profile("jaxagree", max_examples=30, deadline=None)
 # CI runs the same examples every time (a failure there is reproducible); "thorough" explores.
-settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
+settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True)
 settings.register_profile("thorough", max_examples=400, deadline=None)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "jaxagree")
 settings.load_profile(PROFILE)
