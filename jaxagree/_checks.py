@@ -34,7 +34,6 @@ def require_positive_int(name: str, value) -> int:
     return int(value)
 
 
-
 def require_num_categories(value, name: str = "num_categories") -> int:
     """A category count in ``[1, MAX_CATEGORIES]``: it fixes the size of count tables."""
     value = require_positive_int(name, value)
@@ -42,3 +41,19 @@ def require_num_categories(value, name: str = "num_categories") -> int:
         raise ValueError(f"{name}={value:,} is more categories than jaxagree accepts ({MAX_CATEGORIES:,}); "
                          "count tables grow with it")
     return value
+
+
+def outside_categories(values, num_categories: int | None):
+    """Where ``values`` are neither a category index in ``[0, num_categories)`` nor -1 (no
+    response): the one range rule for predictions and labels, in the readers and the kernels
+    (NumPy or jax arrays, inside ``jit`` too). ``num_categories=None``: only values below -1,
+    for readers that learn the number of categories from the values."""
+    below = values < -1
+    return below if num_categories is None else below | (values >= num_categories)
+
+
+def out_of_range(subject: str, num_categories: int | None, *, meaning: str = "no response") -> ValueError:
+    """The error for a value that :func:`outside_categories` flags; ``subject`` names the value
+    and where it is (``"predictions[model 1, stimulus 0] = 5"``)."""
+    bound = "num_categories" if num_categories is None else f"num_categories={num_categories}"
+    return ValueError(f"{subject} is outside [-1, {bound}) (-1 means {meaning})")

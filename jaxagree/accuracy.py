@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from jaxagree._checks import require_ndim, require_positive_int
+from jaxagree._checks import out_of_range, outside_categories, require_ndim, require_positive_int
 from jaxagree._typing import AnyArray
 from jaxagree.counts import check_predictions
 
@@ -74,12 +74,9 @@ def model_accuracy(
             f"labels has {labels.shape[0]} stimuli but predictions has {preds.shape[1]}"
         )
     host = np.asarray(labels)
-    bad = np.flatnonzero((host < -1) | (host >= num_categories))
+    bad = np.flatnonzero(outside_categories(host, num_categories))
     if bad.size:
-        raise ValueError(
-            f"labels[stimulus {bad[0]}] = {host[bad[0]]} is outside "
-            f"[-1, num_categories={num_categories}) (-1 means unlabelled)"
-        )
+        raise out_of_range(f"labels[stimulus {bad[0]}] = {host[bad[0]]}", num_categories, meaning="unlabelled")
     if not (host >= 0).any():
         raise ValueError("labels has no labelled stimulus (all -1); accuracy is undefined")
     return _accuracy(preds, jnp.asarray(labels, jnp.int32))

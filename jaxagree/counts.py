@@ -27,7 +27,14 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, Bool, Int, Integer
 
-from jaxagree._checks import is_traced, require_integer, require_ndim, require_num_categories
+from jaxagree._checks import (
+    is_traced,
+    out_of_range,
+    outside_categories,
+    require_integer,
+    require_ndim,
+    require_num_categories,
+)
 from jaxagree._typing import AnyArray
 from jaxagree.sharding import device_local
 from jaxagree.stats import INT32_LIMIT, WIDE_RATERS, AgreementStats, merge_stats, sum_squares
@@ -66,11 +73,10 @@ def check_predictions(
         raise ValueError("predictions has no stimuli (shape [models, 0])")
     if isinstance(preds, np.ndarray) and np.iinfo(preds.dtype).max > np.iinfo(np.int32).max:
         # Values that do not fit int32 would wrap when moved to the device: check them here.
-        if preds.min() < -1 or preds.max() >= num_categories:
+        if outside_categories(np.array([preds.min(), preds.max()]), num_categories).any():
             raise_out_of_range(preds, num_categories)
     elif check_values and not is_traced(preds):
-        low, high = _value_range(jnp.asarray(preds))
-        if int(low) < -1 or int(high) >= num_categories:
+        if outside_categories(np.array(_value_range(jnp.asarray(preds))), num_categories).any():
             raise_out_of_range(preds, num_categories)
     return jnp.asarray(preds, dtype=jnp.int32)
 
@@ -78,11 +84,8 @@ def check_predictions(
 def raise_out_of_range(preds: AnyArray, num_categories: int) -> None:
     """Raise the ValueError for the first prediction outside [-1, num_categories)."""
     host = np.asarray(preds)
-    bad = np.argwhere((host < -1) | (host >= num_categories))[0]
-    raise ValueError(
-        f"predictions[model {bad[0]}, stimulus {bad[1]}] = {host[bad[0], bad[1]]} is "
-        f"outside [-1, num_categories={num_categories}) (-1 means no response)"
-    )
+    model, stimulus = np.argwhere(outside_categories(host, num_categories))[0]
+    raise out_of_range(f"predictions[model {model}, stimulus {stimulus}] = {host[model, stimulus]}", num_categories)
 
 
 def _check_invalid(invalid: jax.Array, preds: AnyArray, num_categories: int) -> None:
@@ -166,7 +169,7 @@ def _blocks(
     def indices(i):
         block = jax.lax.dynamic_slice_in_dim(preds, i * block_size, block_size, axis=1)
         # Range checking here, in the same pass, spares the caller a pass over the predictions.
-        invalid = ((block < -1) | (block >= num_categories)).sum(dtype=jnp.int32)
+        invalid = outside_categories(block, num_categories).sum(dtype=jnp.int32)
         if rater_model is not None:
             block = block[rater_model]
         answered = (block >= 0) & (block < num_categories)

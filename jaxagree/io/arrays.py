@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
+from jaxagree._checks import out_of_range, outside_categories
+
 # Declared array sizes above this share of physical memory are refused before they are read.
 _MEMORY_SHARE = 0.5
 
@@ -135,9 +137,10 @@ def labels_array(arrays: dict, count: int, path) -> np.ndarray | None:
         return None
     if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{path}: labels must be int [{count}], got {labels.dtype} {labels.shape}")
-    if labels.size and labels.min() < -1:
-        at = int(np.argmin(labels))
-        raise ValueError(f"{path}: label {labels[at]} at index {at} is not a category index (-1 = unlabelled)")
+    below = np.flatnonzero(outside_categories(labels, None))
+    if below.size:  # the upper bound is the caller's: it may learn num_categories from the labels
+        at = int(below[0])
+        raise out_of_range(f"{path}: label {labels[at]} at index {at}", None, meaning="unlabelled")
     return labels.astype(np.int64)
 
 

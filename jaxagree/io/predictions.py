@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxagree._checks import MAX_CATEGORIES, require_num_categories
+from jaxagree._checks import MAX_CATEGORIES, out_of_range, outside_categories, require_num_categories
 from jaxagree.io.arrays import labels_array, load_arrays, names_array
 
 MISSING_MARKERS = frozenset({"", "na", "nan", "none"})
@@ -263,11 +263,10 @@ def _categorise(columns: list[_Column], categories, num_categories, path, where)
     sorted union): a mix is an error, since ``0`` and ``cat`` cannot be put in one order.
     """
     for column in columns:
-        negative = np.flatnonzero((column.indices < -1) & (column.indices != _NAME))
+        negative = np.flatnonzero(outside_categories(column.indices, None) & (column.indices != _NAME))
         if negative.size:
             row = _first_row(column, negative[:1])
-            raise ValueError(f"{path}: {column.name} {column.indices[negative[0]]} < -1 at {where(row)}: not a "
-                             "category index (-1 means no response)")
+            raise out_of_range(f"{path}: {column.name} {column.indices[negative[0]]} at {where(row)}", None)
     categories, num_categories = _given_categories(categories, num_categories)
     with_names = [c for c in columns if any(n is not None for n in c.names)]
     with_integers = [c for c in columns if (c.indices >= 0).any()]
@@ -307,7 +306,8 @@ def _categorise(columns: list[_Column], categories, num_categories, path, where)
     codes = []
     for column in columns:
         # Per distinct value: its category, -1 if missing, -2 for an unknown name or an index out of range.
-        lookup = np.where((column.indices >= num_categories) | (column.indices == _NAME), -2, column.indices)
+        outside = outside_categories(column.indices, num_categories) & (column.indices != _NAME)
+        lookup = np.where(outside | (column.indices == _NAME), -2, column.indices)
         if index:
             lookup = np.where(column.indices == _NAME, [index.get(n, -2) for n in column.names], lookup)
         unknown = np.flatnonzero(lookup == -2)
@@ -317,8 +317,7 @@ def _categorise(columns: list[_Column], categories, num_categories, path, where)
             if column.indices[value] == _NAME:
                 raise ValueError(f"{path}: {column.name} {column.names[value]!r} at {where(row)} is not one of the "
                                  f"{num_categories} given categories")
-            raise ValueError(f"{path}: {column.name} {column.indices[value]} >= num_categories={num_categories} "
-                             f"at {where(row)}")
+            raise out_of_range(f"{path}: {column.name} {column.indices[value]} at {where(row)}", num_categories)
         codes.append(lookup.astype(np.int32)[column.codes])
     names = vocabulary if vocabulary is not None else [str(i) for i in range(num_categories)]
     return names, codes
@@ -390,7 +389,7 @@ def _read_wide(path: Path, categories, num_categories) -> PredictionTable:
     for name, values in (("predictions", preds), ("labels", labels)):
         if values is None:
             continue
-        bad = (values < -1) | (values >= limit)
+        bad = outside_categories(values, limit)
         if bad.any():
             at = np.argwhere(bad)[0]
             place = (
@@ -399,10 +398,7 @@ def _read_wide(path: Path, categories, num_categories) -> PredictionTable:
             )
             if num_categories is None and values[tuple(at)] >= limit:
                 raise _too_large(path, f"{name} value {values[tuple(at)]:,} at {place}")
-            raise ValueError(
-                f"{path}: {name} value {values[tuple(at)]} at {place} is outside "
-                f"[-1, num_categories={limit}) (-1 means no response)"
-            )
+            raise out_of_range(f"{path}: {name} value {values[tuple(at)]} at {place}", limit)
     if num_categories is None:
         num_categories = int(max(preds.max(), labels.max() if labels is not None else -1)) + 1
         if num_categories < 1:
