@@ -1,9 +1,13 @@
 """Stimulus sources: image folders, TFDS datasets (a tiny builder made here, tfds' mock, and
 datasets written by jaxagree's converter), ImageNet's validation archive, the cue-conflict probe,
-and extraction on each SOURCE form."""
+extraction on each SOURCE form, and the scheme -> opener table (every scheme the CLI documents,
+imports that run one way)."""
 
+import ast
+import graphlib
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -13,9 +17,11 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from jaxagree.cli import main
+import jaxagree.data
+from jaxagree.cli import _SOURCES, main
 from jaxagree.data import ArrayStimuli, cue_conflict, open_stimuli, prepared_tfds_datasets
 from jaxagree.data.convert import prepare_imagenet_validation, write_tfds
+from jaxagree.data.sources import OPENERS, source_scheme
 from jaxagree.io import read_features, read_predictions
 
 ZOO = """
@@ -340,3 +346,57 @@ def test_cli_convert_and_skip_bad(class_folder, tmp_path, capsys):
     assert "skipped cat/broken.png" in err and "tfds:pets:stimuli" in err
     info = json.loads((tmp_path / "d" / "pets" / "1.0.0" / "dataset_info.json").read_text())
     assert int(info["splits"][0]["shardLengths"][0]) == 5
+
+
+def test_opener_table_covers_every_scheme_the_cli_documents(tmp_path):
+    documented = set(re.findall(r"\b([a-z]+):[A-Z]", _SOURCES))  # npz:PATH, tfds:NAME..., not tfds:cifar10:test
+    assert documented == set(OPENERS) == {"npz", "folder", "tfds", "synthetic"}
+    for scheme in OPENERS:
+        assert source_scheme(f"{scheme}:some/where") == (scheme, "some/where")
+    # The bare path form the help documents, even where the path holds a colon.
+    assert "(or a .npz/.npy path)" in _SOURCES
+    assert source_scheme("runs/set.NPY") == ("npz", "runs/set.NPY")
+    assert source_scheme("c:/runs/set.npz") == ("npz", "c:/runs/set.npz")
+    np.save(tmp_path / "a:b.npy", np.zeros((2, 4, 4, 3), np.uint8))
+    assert len(open_stimuli(tmp_path / "a:b.npy")) == 2
+    expected = ("unknown SOURCE; expected npz:PATH (or a .npz/.npy file), folder:PATH, tfds:NAME:SPLIT or "
+                "synthetic:NAME?params")
+    for source in ("http://example.org/set.npz.html", "images/", "npz:set.csv", "Folder:x"):
+        with pytest.raises(ValueError) as error:
+            open_stimuli(source)
+        assert str(error.value) == f"{source}: {expected}"
+
+
+def _jaxagree_imports(path: Path) -> list[tuple[str, list[str], bool]]:
+    """(module, imported names, at module level) of each import of a jaxagree module in a file."""
+    tree = ast.parse(path.read_text())
+    top = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:  # relative: resolved against jaxagree.data
+                module = ".".join(["jaxagree", "data"][: 3 - node.level] + ([module] if module else []))
+            if module.split(".")[0] == "jaxagree":
+                found.append((module, [alias.name for alias in node.names], id(node) in top))
+        elif isinstance(node, ast.Import):
+            found += [(alias.name, [], id(node) in top) for alias in node.names if alias.name.split(".")[0] == "jaxagree"]
+    return found
+
+
+def test_data_imports_run_one_way():
+    """Openers import generators, never the reverse: the generators import nothing from jaxagree,
+    no module of jaxagree.data hides an import of jaxagree inside a function (the way a cycle is
+    hidden), none takes a private name from another module, and their imports form no cycle."""
+    folder = Path(jaxagree.data.__file__).parent
+    graph = {}
+    for path in sorted(folder.glob("*.py")):
+        imports = _jaxagree_imports(path)
+        assert not [m for m, _, top in imports if not top], f"{path.name}: jaxagree imported inside a function"
+        private = [f"{m}.{name}" for m, names, _ in imports for name in names if name.startswith("_")]
+        assert not private, f"{path.name} imports private names {private}"
+        graph[f"jaxagree.data.{path.stem}"] = {("jaxagree.data.__init__" if m == "jaxagree.data" else m)
+                                               for m, _, _ in imports if m.startswith("jaxagree.data")}
+    assert _jaxagree_imports(folder / "synthetic.py") == []
+    assert "jaxagree.data.synthetic" in graph["jaxagree.data.sources"]
+    list(graphlib.TopologicalSorter(graph).static_order())  # CycleError on a cycle

@@ -2,12 +2,16 @@
 (squares measured in the pixels)."""
 
 import math
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 from scipy import ndimage
 
+import jaxagree.data.synthetic
 from jaxagree.cli import main
 from jaxagree.data import SHAPES, local_global, open_stimuli, squares
 from jaxagree.data.synthetic import _shape_mask
@@ -133,3 +137,23 @@ def test_local_global_deterministic_bad_parameters_and_source():
     assert images.ids[0].startswith("local_global-3-000000-") and images.ids[0].endswith(f"{shape}-{shape}")
     with pytest.raises(ValueError, match="unknown parameter"):
         open_stimuli("synthetic:local_global?n=6&square=4")
+
+
+def test_generators_work_without_the_rest_of_jaxagree():
+    """The generators are pure: their module, loaded on its own in a fresh interpreter, imports
+    nothing from jaxagree (not the sources, which open the image sets a probe is made from)."""
+    code = f"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("generators", {jaxagree.data.synthetic.__file__!r})
+generators = sys.modules["generators"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(generators)
+import jax
+loaded = sorted(name for name in sys.modules if name.split(".")[0] == "jaxagree")
+assert not loaded, loaded
+probe = generators.local_global(jax.random.key(0), 2, image_size=35, grid=5)
+print(probe.images.shape, sorted(set(generators.__all__) - set(dir(generators))))
+"""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "(2, 35, 35, 3) []"

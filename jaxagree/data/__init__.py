@@ -1,6 +1,8 @@
-"""Stimuli: sources with random access and stable ids (:mod:`jaxagree.data.sources`), synthetic
-probes generated in JAX (:mod:`jaxagree.data.synthetic`) and label spaces
-(:mod:`jaxagree.data.labels`)."""
+"""Stimuli: sources with random access and stable ids, opened from a SOURCE string through one
+scheme -> opener table (:mod:`jaxagree.data.sources`; the stimulus classes in
+:mod:`jaxagree.data.stimuli`, :mod:`~jaxagree.data.folder`, :mod:`~jaxagree.data.tfds_source`),
+synthetic probes generated in JAX (:mod:`jaxagree.data.synthetic`, pure: it imports nothing from
+jaxagree) and label spaces (:mod:`jaxagree.data.labels`)."""
 
 from jaxagree.data.sources import (
     DEFAULT_IMAGE_SIZE,
@@ -11,6 +13,7 @@ from jaxagree.data.sources import (
     decode_image,
     open_stimuli,
     prepared_tfds_datasets,
+    synthetic_stimuli,
 )
 from jaxagree.data.synthetic import (
     SHAPES,
@@ -20,7 +23,6 @@ from jaxagree.data.synthetic import (
     cue_conflict,
     local_global,
     squares,
-    synthetic_stimuli,
 )
 
 __all__ = [

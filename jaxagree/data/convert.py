@@ -1,6 +1,6 @@
 """Writing stimuli as prepared tensorflow-datasets datasets (ArrayRecord), without TensorFlow.
 
-:func:`write_tfds` stores any :class:`~jaxagree.data.sources.Stimuli` (a folder decoded once,
+:func:`write_tfds` stores any :class:`~jaxagree.data.stimuli.Stimuli` (a folder decoded once,
 a synthetic probe, an array) so that later runs read it as ``tfds:NAME:SPLIT`` with fast
 random access and no decoding of odd formats. :func:`prepare_imagenet_validation` writes
 ImageNet's validation archive as the ``imagenet2012`` dataset that tfds itself would build
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxagree.data.sources import Stimuli
+from jaxagree.data.stimuli import Stimuli
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 

@@ -1,5 +1,9 @@
 """Synthetic probes generated in JAX from a PRNG key (deterministic per key, ``vmap`` over
-stimuli).
+stimuli): arrays in, images and what was drawn out.
+
+Pure generators: this module imports only jax, numpy and the standard library. A
+``synthetic:NAME?params`` SOURCE string, and the image sets a cue-conflict probe is made from,
+are read by :mod:`jaxagree.data.sources`, which calls these; never the other way round.
 
 ``local_global``: Navon figures: a large shape (the global form) drawn on a grid of cells, each
 filled cell holding a small shape (the local element); global and local shapes are drawn
@@ -312,89 +316,4 @@ def _hybrid(shapes, textures, low):
     return jnp.clip(jnp.round(pixels), 0, 255).astype(jnp.uint8)
 
 
-def parse_synthetic(source: str) -> tuple[str, dict[str, str]]:
-    """``synthetic:NAME?key=value&...`` -> (NAME, {key: value})."""
-    body = source.removeprefix("synthetic:")
-    name, _, query = body.partition("?")
-    params = {}
-    for part in filter(None, query.split("&")):
-        key, eq, value = part.partition("=")
-        if not eq:
-            raise ValueError(f"{source}: parameter {part!r} has no '=value'")
-        params[key] = value
-    return name, params
-
-
-_COMMON = {"n": ("num_stimuli", int), "size": ("image_size", int), "contrast": ("contrast", float),
-           "background": ("background", float), "seed": ("seed", int)}
-# Each probe's query parameters: name -> (keyword, type).
-_PARAMS = {
-    "squares": {**_COMMON, "square": ("square_size", int), "count": ("num_squares", int),
-                "min_sep": ("min_sep", float), "max_sep": ("max_sep", float)},
-    "local_global": {**_COMMON, "grid": ("grid", int), "congruent": ("congruent", lambda v: bool(int(v)))},
-    "cue_conflict": {"n": ("num_stimuli", int), "size": ("image_size", int), "seed": ("seed", int),
-                     "cutoff": ("cutoff", float), "shapes": ("shapes", str), "textures": ("textures", str)},
-}
-
-
-def synthetic_stimuli(source: str, *, data_dir=None):
-    """The :class:`~jaxagree.data.sources.ArrayStimuli` of a ``synthetic:`` source, e.g.
-    ``synthetic:squares?n=1000&size=224&square=16&count=2&min_sep=30&max_sep=150&contrast=0.5&seed=0``,
-    ``synthetic:local_global?n=1000&size=224&grid=7&congruent=0&seed=0`` (ids end with the global
-    and the local shape, e.g. ``local_global-0-000001-cross-ring``) or
-    ``synthetic:cue_conflict?shapes=SOURCE&textures=SOURCE&n=1000&size=224&cutoff=8&seed=0``
-    (SOURCE: any stimulus source without ``?`` or ``&``; ids name the shape and the texture
-    stimulus, labels are the shape's). ``data_dir``: for ``tfds:`` sources inside cue_conflict."""
-    from jaxagree.data.sources import ArrayStimuli
-
-    name, params = parse_synthetic(source)
-    if name not in _PARAMS:
-        raise ValueError(f"{source}: unknown synthetic probe {name!r}; known: {', '.join(_PARAMS)}")
-    table = _PARAMS[name]
-    unknown = set(params) - set(table)
-    if unknown:
-        raise ValueError(f"{source}: unknown parameter(s) {sorted(unknown)}; known: {sorted(table)}")
-    try:
-        kwargs = {table[k][0]: table[k][1](v) for k, v in params.items()}
-    except ValueError as error:
-        raise ValueError(f"{source}: {error}") from None
-    key = jax.random.key(kwargs.pop("seed", 0))
-    kwargs.setdefault("num_stimuli", 1000)
-    prefix = f"{name}-{int(params.get('seed', 0))}"
-    if name == "local_global":
-        probe = local_global(key, **kwargs)
-        ids = [f"{prefix}-{i:06d}-{SHAPES[g]}-{SHAPES[k]}" for i, (g, k) in enumerate(zip(probe.global_shape,
-                                                                                           probe.local_shape))]
-        return ArrayStimuli(probe.images, ids=ids, source=source)
-    if name == "cue_conflict":
-        return _cue_conflict_stimuli(source, key, kwargs, prefix, data_dir)
-    bounds = [kwargs.pop(k) for k in ("min_sep", "max_sep") if k in kwargs]
-    if len(bounds) == 1:
-        raise ValueError(f"{source}: give both min_sep and max_sep, or neither")
-    probe = squares(key, separation=tuple(bounds) if bounds else None, **kwargs)
-    return ArrayStimuli(probe.images, ids=[f"{prefix}-{i:06d}" for i in range(len(probe.images))], source=source)
-
-
-def _cue_conflict_stimuli(source: str, key, kwargs: dict, prefix: str, data_dir):
-    from jaxagree.data.sources import ArrayStimuli, open_stimuli
-
-    sets = {}
-    for role in ("shapes", "textures"):
-        if role not in kwargs:
-            raise ValueError(f"{source}: give {role}=SOURCE (an image set: npz:PATH, folder:PATH or tfds:NAME:SPLIT)")
-        sets[role] = open_stimuli(kwargs.pop(role), data_dir=data_dir, image_size=kwargs.get("image_size", "auto"))
-    shapes, textures = sets["shapes"], sets["textures"]
-    same_categories = shapes.categories is not None and shapes.categories == textures.categories
-    probe = cue_conflict(key, shapes.read(range(len(shapes))), textures.read(range(len(textures))),
-                         shape_labels=shapes.labels if same_categories else None,
-                         texture_labels=textures.labels if same_categories else None, **kwargs)
-    ids = [f"{prefix}-{i:06d}-{shapes.ids[s]}-{textures.ids[t]}"
-           for i, (s, t) in enumerate(zip(probe.shape_index, probe.texture_index))]
-    labels = None if shapes.labels is None else shapes.labels[probe.shape_index]
-    return ArrayStimuli(probe.images, labels, ids, shapes.categories, source=source)
-
-
-__all__ = [
-    "SHAPES", "CueConflict", "LocalGlobal", "Squares", "cue_conflict", "local_global", "parse_synthetic", "squares",
-    "synthetic_stimuli",
-]
+__all__ = ["SHAPES", "CueConflict", "LocalGlobal", "Squares", "cue_conflict", "local_global", "squares"]
