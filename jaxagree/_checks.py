@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax
 import numpy as np
 
@@ -57,3 +59,36 @@ def out_of_range(subject: str, num_categories: int | None, *, meaning: str = "no
     and where it is (``"predictions[model 1, stimulus 0] = 5"``)."""
     bound = "num_categories" if num_categories is None else f"num_categories={num_categories}"
     return ValueError(f"{subject} is outside [-1, {bound}) (-1 means {meaning})")
+
+
+def check_stimulus_indices(indices, num_stimuli: int, *, source: str = "stimuli") -> np.ndarray:
+    """``int64 [k]`` indices of a stimulus subset: integers, at least one, each in
+    ``[0, num_stimuli)``, none repeated; ``source`` begins each message (a file, an argument)."""
+    indices = np.asarray(indices)
+    if indices.ndim != 1 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
+        raise ValueError(f"{source}: stimulus indices must be a 1-d integer array, got {indices.dtype} "
+                         f"with shape {indices.shape}")
+    if indices.size == 0:
+        raise ValueError(f"{source}: no stimulus indices")
+    indices = indices.astype(np.int64)
+    outside = (indices < 0) | (indices >= num_stimuli)
+    if outside.any():
+        raise ValueError(f"{source}: stimulus index {indices[outside][0]} is outside [0, {num_stimuli})")
+    if len(np.unique(indices)) != len(indices):
+        raise ValueError(f"{source}: stimulus indices repeat")
+    return indices
+
+
+def family_of_each(families, models, *, source: str = "families") -> list[str]:
+    """Each model's family, from a mapping of model name to family (every model needs one; other
+    names are ignored) or a sequence in the models' order; ``source`` begins each message."""
+    if isinstance(families, Mapping):
+        missing = [m for m in models if m not in families]
+        if missing:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise ValueError(f"{source}: no family for model(s) {', '.join(map(repr, missing[:5]))}{more}")
+        return [str(families[m]) for m in models]
+    if isinstance(families, (str, bytes)) or len(families) != len(models):
+        raise ValueError(f"{source}: give a mapping from model name to family, or one family per model "
+                         f"({len(models)} models), got {families!r:.80}")
+    return [str(f) for f in families]

@@ -39,12 +39,34 @@ class AccuracyBins(NamedTuple):
 
 
 @jax.jit
-def _accuracy(
+def correct_rate(
     preds: Int[Array, "models stimuli"], labels: Int[Array, " stimuli"]
 ) -> Float[Array, " models"]:
+    """Each model's share of right answers over the labelled stimuli, on arrays already checked
+    by :func:`~jaxagree.counts.check_predictions` and :func:`check_labels` (the kernel of
+    :func:`model_accuracy`, for callers that check once and compute several things)."""
     labelled = labels >= 0
     right = (preds == labels[None, :]) & labelled[None, :]
     return right.sum(1).astype(jnp.float32) / labelled.sum().astype(jnp.float32)
+
+
+@no_type_check  # validates its input itself, with ValueErrors that name the culprit
+def check_labels(labels: Int[AnyArray, " stimuli"], num_stimuli: int, num_categories: int) -> jax.Array:
+    """Validate ``labels [stimuli]`` (-1 = unlabelled) against the predictions' stimulus count and
+    the categories; at least one stimulus must be labelled. Returns them as an int32 jax array."""
+    labels = labels if hasattr(labels, "dtype") else np.asarray(labels)
+    require_ndim("labels", labels, 1, "stimuli")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers (-1 = unlabelled), got dtype {labels.dtype}")
+    if labels.shape[0] != num_stimuli:
+        raise ValueError(f"labels has {labels.shape[0]} stimuli but predictions has {num_stimuli}")
+    host = np.asarray(labels)
+    bad = np.flatnonzero(outside_categories(host, num_categories))
+    if bad.size:
+        raise out_of_range(f"labels[stimulus {bad[0]}] = {host[bad[0]]}", num_categories, meaning="unlabelled")
+    if not (host >= 0).any():
+        raise ValueError("labels has no labelled stimulus (all -1); accuracy is undefined")
+    return jnp.asarray(host, jnp.int32)
 
 
 @no_type_check  # validates its input itself, with ValueErrors that name the culprit
@@ -65,21 +87,7 @@ def model_accuracy(
       ``float32 [models]``.
     """
     preds = check_predictions(preds, num_categories, min_models=1)
-    labels = labels if hasattr(labels, "dtype") else np.asarray(labels)
-    require_ndim("labels", labels, 1, "stimuli")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be integers (-1 = unlabelled), got dtype {labels.dtype}")
-    if labels.shape[0] != preds.shape[1]:
-        raise ValueError(
-            f"labels has {labels.shape[0]} stimuli but predictions has {preds.shape[1]}"
-        )
-    host = np.asarray(labels)
-    bad = np.flatnonzero(outside_categories(host, num_categories))
-    if bad.size:
-        raise out_of_range(f"labels[stimulus {bad[0]}] = {host[bad[0]]}", num_categories, meaning="unlabelled")
-    if not (host >= 0).any():
-        raise ValueError("labels has no labelled stimulus (all -1); accuracy is undefined")
-    return _accuracy(preds, jnp.asarray(labels, jnp.int32))
+    return correct_rate(preds, check_labels(labels, preds.shape[1], num_categories))
 
 
 @no_type_check  # validates its input itself, with ValueErrors that name the culprit
@@ -138,4 +146,4 @@ def accuracy_bins(
     return AccuracyBins(mask, lower, upper)
 
 
-__all__ = ["AccuracyBins", "accuracy_bins", "model_accuracy"]
+__all__ = ["AccuracyBins", "accuracy_bins", "check_labels", "correct_rate", "model_accuracy"]

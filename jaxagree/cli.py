@@ -208,38 +208,21 @@ def _print_written(output, names: Sequence[str]) -> None:
 
 
 def _run_cka(args) -> int:
-    from jaxagree.cka import check_same_stimuli, cka_matrix
+    from jaxagree.analysis import analyse_cka
     from jaxagree.io import OutputFolder, read_families, read_features, read_indices
     from jaxagree.report import write_cka_report
 
     output = OutputFolder(args.out, "cka")
-
     features = read_features(args.features)
-    arrays = features.features
-    families = read_families(args.families) if args.families is not None else None
-    if families is not None:
-        missing = [m for m in features.models if m not in families]
-        if missing:
-            raise ValueError(f"{args.families}: no family for model(s) {', '.join(map(repr, missing[:5]))}")
-    if args.stimuli is not None:
-        check_same_stimuli([a.shape[0] for a in arrays], [f"model {m!r}" for m in features.models])
-        indices = read_indices(args.stimuli, arrays[0].shape[0])
-        arrays = [a[indices] for a in arrays]
-    max_bytes = None if args.max_bytes is None else int(args.max_bytes)
-    import jax
-
-    from jaxagree.sharding import stimulus_mesh
-
-    mesh = stimulus_mesh() if len(jax.devices()) > 1 else None  # every device takes a share
-    matrix = cka_matrix(dict(zip(features.models, arrays)), debiased=args.debiased, max_bytes=max_bytes,
-                        mesh=mesh, matmul_precision=args.matmul_precision)
-    title = "debiased linear CKA" if args.debiased else "linear CKA"
+    families = None if args.families is None else read_families(args.families, features.models)
+    stimuli = None if args.stimuli is None else read_indices(args.stimuli, features.features[0].shape[0])
+    analysis = analyse_cka(features, stimuli=stimuli, families=families, debiased=args.debiased,
+                           max_bytes=None if args.max_bytes is None else int(args.max_bytes),
+                           matmul_precision=args.matmul_precision)
     with output as staging:
-        written = write_cka_report(matrix, features.models, staging, families=families, title=title)
-    print(
-        f"{len(features.models)} models x {arrays[0].shape[0]} stimuli: {title}, "
-        f"mean off-diagonal {float(_off_diagonal_mean(matrix)):.4f}"
-    )
+        written = write_cka_report(analysis, staging)
+    print(f"{len(analysis.models)} models x {len(analysis.stimuli)} stimuli: {analysis.title}, "
+          f"mean off-diagonal {analysis.mean_off_diagonal:.4f}")
     _print_written(output, [Path(p).name for p in written.values()])
     return 0
 
@@ -276,14 +259,6 @@ def _run_extract(args) -> int:
     folders = ", ".join(str(output.out / "features" / layer) for layer in result.features)
     print(f"wrote {output.out / written[0].name} and {len(written) - 1} feature files in {folders}", file=sys.stderr)
     return 0
-
-
-def _off_diagonal_mean(matrix) -> float:
-    import numpy as np
-
-    matrix = np.asarray(matrix)
-    mask = ~np.eye(matrix.shape[0], dtype=bool)
-    return float(np.nanmean(matrix[mask]))
 
 
 def _run(args) -> int:

@@ -1,4 +1,4 @@
-"""Report files and figures for an agreement analysis."""
+"""Report files and figures of the agreement and CKA analyses."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxagree._typing import AnyArray
-from jaxagree.analysis import AgreementAnalysis
+from jaxagree.analysis import AgreementAnalysis, CKAAnalysis
 from jaxagree.io import PredictionTable, write_csv, write_json
 
 
@@ -162,34 +161,21 @@ def plot_sorted_agreement(analysis: AgreementAnalysis, path: str | os.PathLike) 
     return Path(path)
 
 
-def write_cka_report(
-    matrix: AnyArray,
-    models: list[str],
-    out_dir: str | os.PathLike,
-    *,
-    families: dict[str, str] | None = None,
-    title: str = "linear CKA",
-) -> dict[str, Path]:
+def write_cka_report(analysis: CKAAnalysis, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write ``cka.csv`` (a square table with model names) and ``cka.png`` (a heatmap, models
-    grouped by family when ``families`` maps model names to families)."""
-    if families:
-        missing = [m for m in models if m not in families]
-        if missing:
-            raise ValueError(f"no family given for model(s) {', '.join(map(repr, missing[:5]))}")
+    grouped by family when the analysis has families)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    matrix = np.asarray(matrix)
+    models, matrix, families = analysis.models, np.asarray(analysis.matrix), analysis.families
     written = {
         "cka": write_csv(out / "cka.csv", ["model", *models], ([m, *row] for m, row in zip(models, matrix))),
     }
     order = np.arange(len(models))
-    labels = None
     if families:
-        labels = [families[m] for m in models]
-        order = np.array(sorted(range(len(models)), key=lambda i: (labels[i], i)))
+        order = np.array(sorted(range(len(models)), key=lambda i: (families[i], i)))
     written["heatmap"] = plot_cka(matrix[np.ix_(order, order)], [models[i] for i in order],
-                                  out / "cka.png", families=[labels[i] for i in order] if labels else None,
-                                  title=title)
+                                  out / "cka.png", families=[families[i] for i in order] if families else None,
+                                  title=analysis.title)
     return written
 
 

@@ -74,3 +74,11 @@ def equal_count_bins(acc: np.ndarray, num_bins: int) -> np.ndarray:
         mask[b, order[start : start + size]] = True
         start += size
     return mask
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Kornblith et al.'s biased linear CKA in float64: centred features, ``|Y^T X|^2 / (|X^T X| |Y^T Y|)``."""
+    x = np.asarray(x, np.float64) - np.mean(x, axis=0)
+    y = np.asarray(y, np.float64) - np.mean(y, axis=0)
+    cross = np.linalg.norm(y.T @ x) ** 2
+    return float(cross / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))

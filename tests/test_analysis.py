@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from jaxagree.analysis import analyse_agreement
+import jaxagree as ja
+from jaxagree.analysis import analyse_agreement, analyse_cka
+from jaxagree.io import FeatureSet
 
 from . import reference
 
@@ -91,3 +93,93 @@ def test_overall_agreement_kappas_and_contrastive_set():
     np.testing.assert_array_equal(analysis.contrastive, contrastive)
     np.testing.assert_allclose(analysis.contrastive_kappa, reference.kappa(table[contrastive]), rtol=1e-5, atol=1e-6)
     assert analysis.accuracy is None and analysis.per_bin is None
+
+
+# ---------------------------------------------------------------------------------------------
+# analyse_cka: what `jaxagree cka` computes
+
+
+def two_families(num_stimuli: int = 40, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Five models in two families: each family shares a latent signal of its own (within-family
+    CKA high), the families share a weaker common one (between-family CKA lower but not zero)."""
+    rng = np.random.default_rng(seed)
+    common = rng.normal(size=(num_stimuli, 3))
+    own = {family: rng.normal(size=(num_stimuli, 4)) for family in ("conv", "vit")}
+    families = {"c1": "conv", "v1": "vit", "c2": "conv", "v2": "vit", "c3": "conv"}
+    features = {}
+    for (name, family), dim in zip(families.items(), [6, 5, 4, 7, 3]):
+        signal = np.concatenate([own[family], 0.5 * common], axis=1)
+        features[name] = signal @ rng.normal(size=(7, dim)) + 0.3 * rng.normal(size=(num_stimuli, dim)) + 5.0
+    return {k: v.astype(np.float32) for k, v in features.items()}, families
+
+
+def test_analyse_cka_matrix_subset_and_family_summaries_against_float64():
+    features, families = two_families()
+    models = list(features)
+    stimuli = np.array([3, 0, 17, 25, 8, 11, 30, 39, 21, 5, 14, 33])
+    analysis = analyse_cka(features, stimuli=stimuli, families=families, mesh=None)
+
+    expected = np.array([[reference.linear_cka(features[a][stimuli], features[b][stimuli]) for b in models]
+                         for a in models])
+    np.testing.assert_allclose(analysis.matrix, expected, rtol=0, atol=2e-6)
+    assert analysis.models == models and analysis.families == [families[m] for m in models]
+    np.testing.assert_array_equal(analysis.stimuli, stimuli)
+    assert analysis.title == "linear CKA" and not analysis.debiased
+
+    pairs = [(i, j) for i in range(5) for j in range(i + 1, 5)]
+    same = [expected[i, j] for i, j in pairs if families[models[i]] == families[models[j]]]
+    other = [expected[i, j] for i, j in pairs if families[models[i]] != families[models[j]]]
+    assert analysis.within_family == pytest.approx(np.mean(same), abs=2e-6)
+    assert analysis.between_family == pytest.approx(np.mean(other), abs=2e-6)
+    assert analysis.mean_off_diagonal == pytest.approx(np.mean(same + other), abs=2e-6)
+    assert analysis.within_family > analysis.between_family + 0.1  # the fixture has families to find
+    assert analysis.family_names == ["conv", "vit"]
+    conv, vit = [0, 2, 4], [1, 3]
+    np.testing.assert_allclose(analysis.family_means, [
+        [np.mean([expected[i, j] for i in conv for j in conv if i < j]), expected[np.ix_(conv, vit)].mean()],
+        [expected[np.ix_(conv, vit)].mean(), expected[1, 3]],
+    ], rtol=0, atol=2e-6)
+    # The subset matters: all stimuli give other numbers.
+    assert np.abs(analyse_cka(features, mesh=None).matrix - analysis.matrix).max() > 1e-3
+
+
+def test_analyse_cka_splits_over_every_device_with_the_same_answer(devices):
+    features, families = two_families()
+    one = analyse_cka(features, families=families, debiased=True, mesh=None)
+    every = analyse_cka(features, families=families, debiased=True)  # "auto": the 4 fake devices
+    np.testing.assert_allclose(every.matrix, one.matrix, rtol=0, atol=1e-6)
+    assert every.debiased and every.title == "debiased linear CKA"
+    np.testing.assert_allclose(one.matrix, ja.cka_matrix(list(features.values()), debiased=True), atol=1e-6)
+
+
+def test_analyse_cka_takes_a_feature_set_an_array_or_a_sequence():
+    features, _ = two_families()
+    named = analyse_cka(FeatureSet(list(features), list(features.values())), mesh=None)
+    assert named.models == list(features) and named.families is None and named.family_means is None
+    stacked = np.stack([np.pad(f, ((0, 0), (0, 7 - f.shape[1]))) for f in features.values()])
+    for unnamed in (stacked, list(stacked)):
+        result = analyse_cka(unnamed, mesh=None)
+        assert result.models == [f"model_{m}" for m in range(5)]
+        np.testing.assert_allclose(result.matrix, named.matrix, atol=2e-6)  # zero columns change nothing
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"stimuli": [0, 40]}, r"stimuli: stimulus index 40 is outside \[0, 40\)"),
+    ({"stimuli": [1, 1, 2]}, r"stimuli: stimulus indices repeat"),
+    ({"stimuli": [0.5, 2.0]}, r"stimulus indices must be a 1-d integer array"),
+    ({"stimuli": []}, r"no stimulus indices"),
+    ({"families": {"c1": "conv"}}, r"families: no family for model\(s\) 'v1', 'c2', 'v2', 'c3'"),
+    ({"families": ["conv", "vit"]}, r"one family per model \(5 models\)"),
+    ({"mesh": "all"}, r"mesh must be 'auto', None or a jax.sharding.Mesh"),
+])
+def test_analyse_cka_bad_arguments_name_what_is_wrong(arguments, message):
+    features, _ = two_families()
+    with pytest.raises(ValueError, match=message):
+        analyse_cka(features, **arguments)
+
+
+def test_analyse_cka_mismatched_stimuli_name_the_model():
+    features, _ = two_families()
+    features["v2"] = features["v2"][:30]
+    with pytest.raises(ValueError, match=r"model 'v2' has 30 stimuli but model 'c1' has 40"):
+        analyse_cka(features, stimuli=[0, 1, 2, 3])

@@ -9,6 +9,7 @@ import pytest
 
 import jaxagree as ja
 import jaxagree.report as report
+from jaxagree.analysis import CKAAnalysis, analyse_cka
 from jaxagree.cli import main
 from jaxagree.io import FeatureSet, read_families, read_features, read_indices
 
@@ -256,6 +257,13 @@ def test_read_families_needs_model_and_family(tmp_path, header):
         read_families(path)
 
 
+def _analysis(matrix, families=None, debiased=False) -> CKAAnalysis:
+    """A CKAAnalysis around a given matrix (the report's input), the summaries left empty."""
+    family_of = None if families is None else [families[m] for m in MODELS]
+    return CKAAnalysis(np.asarray(matrix), MODELS, family_of, np.arange(NUM_STIMULI), debiased, 0.0,
+                       None, None, None, None)
+
+
 def test_write_cka_report_groups_heatmap_by_family(tmp_path, monkeypatch):
     seen = {}
 
@@ -266,13 +274,13 @@ def test_write_cka_report_groups_heatmap_by_family(tmp_path, monkeypatch):
 
     monkeypatch.setattr(report, "plot_cka", fake_plot)
     matrix = np.arange(16, dtype=np.float32).reshape(4, 4)
-    written = report.write_cka_report(matrix, MODELS, tmp_path, families=FAMILIES, title="T")
+    written = report.write_cka_report(_analysis(matrix, FAMILIES, debiased=True), tmp_path)
     assert set(written) == {"cka", "heatmap"}
     # conv: gamma (0), delta (2); vit: alpha (1), beta (3) -- by family, then by model position.
     order = [0, 2, 1, 3]
     assert seen["models"] == ["gamma", "delta", "alpha", "beta"]
     assert seen["families"] == ["conv", "conv", "vit", "vit"]
-    assert seen["title"] == "T"
+    assert seen["title"] == "debiased linear CKA"
     np.testing.assert_array_equal(seen["matrix"], matrix[np.ix_(order, order)])
     # The CSV keeps the input order whatever the heatmap does.
     header, names, values = _read_cka_csv(written["cka"])
@@ -280,9 +288,22 @@ def test_write_cka_report_groups_heatmap_by_family(tmp_path, monkeypatch):
     np.testing.assert_array_equal(values, matrix)
 
 
-def test_write_cka_report_missing_family_names_the_model(tmp_path):
-    with pytest.raises(ValueError, match=r"no family given for model\(s\) 'beta'"):
-        report.write_cka_report(np.eye(4), MODELS, tmp_path, families={m: "f" for m in MODELS if m != "beta"})
+def test_write_cka_report_without_families_keeps_the_models_order(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(report, "plot_cka", lambda matrix, models, path, **kwargs: seen.update(models=models,
+                        **kwargs) or Path(path))
+    report.write_cka_report(_analysis(np.eye(4)), tmp_path)
+    assert seen == {"models": MODELS, "families": None, "title": "linear CKA"}
+
+
+def test_missing_family_names_the_model_and_the_file(tmp_path):
+    with pytest.raises(ValueError, match=r"families: no family for model\(s\) 'beta'"):
+        analyse_cka(FEATURES, families={m: "f" for m in MODELS if m != "beta"})
+    path = tmp_path / "families.csv"
+    path.write_text("model,family\n" + "".join(f"{m},f\n" for m in MODELS if m != "beta"))
+    with pytest.raises(ValueError, match=rf"{path}: no family for model\(s\) 'beta'"):
+        read_families(path, MODELS)
+    assert read_families(path) == {m: "f" for m in MODELS if m != "beta"}  # without models, no check
 
 
 def test_plot_cka_writes_a_png(tmp_path):

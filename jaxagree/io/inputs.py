@@ -7,11 +7,13 @@ import csv
 import io
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from jaxagree._checks import check_stimulus_indices, family_of_each
 from jaxagree.io.arrays import load_arrays, load_npy
 
 _INDEX = re.compile(r"^[+-]?\d{1,18}$")
@@ -100,17 +102,12 @@ def read_indices(path: str | os.PathLike, num_stimuli: int) -> np.ndarray:
     bad = next((v for v in values if not _INDEX.match(v)), None)
     if bad is not None:
         raise ValueError(f"{path}: stimulus index {bad!r} is not an integer")
-    indices = np.array([int(v) for v in values], np.int64)
-    outside = (indices < 0) | (indices >= num_stimuli)
-    if outside.any():
-        raise ValueError(f"{path}: stimulus index {indices[outside][0]} is outside [0, {num_stimuli})")
-    if len(np.unique(indices)) != len(indices):
-        raise ValueError(f"{path}: stimulus indices repeat")
-    return indices
+    return check_stimulus_indices(np.array([int(v) for v in values], np.int64), num_stimuli, source=str(path))
 
 
-def read_families(path: str | os.PathLike) -> dict[str, str]:
-    """Model -> family from a CSV with columns ``model`` and ``family``."""
+def read_families(path: str | os.PathLike, models: Sequence[str] | None = None) -> dict[str, str]:
+    """Model -> family from a CSV with columns ``model`` and ``family``; with ``models``, each of
+    them must have a family (the file is named in the error)."""
     path = Path(path)
     rows = _csv_rows(path, read_text(path, "model families"), {"model", "family"}, "model families")
     families: dict[str, str] = {}
@@ -121,6 +118,8 @@ def read_families(path: str | os.PathLike) -> dict[str, str]:
         if families.get(model, family) != family:
             raise ValueError(f"{path}: model {model!r} is given two families ({families[model]!r}, {family!r})")
         families[model] = family
+    if models is not None:
+        family_of_each(families, models, source=str(path))
     return families
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import jax
 import numpy as np
 
-from jaxagree.accuracy import AccuracyBins, accuracy_bins, model_accuracy
+from jaxagree.accuracy import AccuracyBins, accuracy_bins, check_labels, correct_rate
 from jaxagree.agreement import contrastive_stimuli, fleiss_kappa, per_stimulus_agreement
-from jaxagree.counts import agreement_stats
+from jaxagree.counts import agreement_stats, check_predictions
 
 
 class BinResults(NamedTuple):
@@ -71,7 +72,7 @@ def default_num_bins(num_models: int) -> int:
     return max(1, min(10, num_models // 5))
 
 
-def _kappa_on(preds: np.ndarray, stimuli: np.ndarray, num_categories: int) -> float:
+def _kappa_on(preds: jax.Array, stimuli: np.ndarray, num_categories: int) -> float:
     # Statistics, not the dense [stimuli, categories] table: memory must not grow with the label space.
     return float(fleiss_kappa(agreement_stats(preds[:, stimuli], num_categories=num_categories)))
 
@@ -95,9 +96,13 @@ def analyse_agreement(
       num_bins: equal-count accuracy bins (default :func:`default_num_bins`); needs labels.
       bin_edges: accuracy bin edges instead of ``num_bins``; needs labels.
     """
-    preds = np.asarray(preds)
     if labels is None and (num_bins is not None or bin_edges is not None):
         raise ValueError("accuracy bins need labels: give a label column or a labels array")
+    # Checked once, and moved to the device once: every step below takes the checked int32 array,
+    # on which the kernels' own checks are shape checks and a count fused into their pass.
+    preds = check_predictions(preds, num_categories)
+    if labels is not None:
+        labels = check_labels(labels, preds.shape[1], num_categories)
     stats = agreement_stats(preds, num_categories=num_categories)
     agreement = per_stimulus_agreement(stats)
     defined = int(np.sum(~np.isnan(np.asarray(agreement))))
@@ -118,7 +123,7 @@ def analyse_agreement(
     )
     if labels is None:
         return analysis
-    accuracy = np.asarray(model_accuracy(preds, labels, num_categories=num_categories))
+    accuracy = np.asarray(correct_rate(preds, labels))
     if bin_edges is None and num_bins is None:
         num_bins = default_num_bins(preds.shape[0])
     bins = accuracy_bins(accuracy, num_bins=num_bins, edges=bin_edges)
@@ -127,7 +132,7 @@ def analyse_agreement(
     bin_contrastive = np.asarray(contrastive_stimuli(bin_agreement, k))
     kappa_contrastive = np.array(
         [
-            _kappa_on(preds[members], chosen, num_categories)
+            _kappa_on(preds[np.flatnonzero(members)], chosen, num_categories)
             for members, chosen in zip(bins.model_mask, bin_contrastive)
         ],
         np.float32,
@@ -140,6 +145,3 @@ def analyse_agreement(
         kappa_contrastive=kappa_contrastive,
     )
     return analysis._replace(accuracy=accuracy, per_bin=per_bin)
-
-
-__all__ = ["AgreementAnalysis", "BinResults", "analyse_agreement", "default_k", "default_num_bins"]
