@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.zoo_helpers import native_entry, zoo_toml
+
 ROOT = Path(__file__).resolve().parents[1]
 MEMORY_LIMIT = 3 * 2**30  # the worker imports jax, matplotlib and flax in about 0.3 GB
 NON_UTF8 = b"\xff\xfe\xc3\x28 caf\xe9"
@@ -59,7 +61,7 @@ def _parquet(path: Path, **columns) -> Path:
 PREDS = np.array([[0, 1, 2, 1], [0, 1, 1, 1], [2, 1, 0, 1]])
 CSV_TEXT = "model,stimulus,response,label\n" + "".join(
     f"m{m},s{s},{'abc'[PREDS[m, s]]},{'abc'[PREDS[0, s]]}\n" for m in range(3) for s in range(4))
-ZOO = '[[model]]\nname = "conv"\nsource = "native:convnet/tiny"\nfamily = "conv"\nnum_classes = 3\n'
+ZOO = zoo_toml(native_entry("conv", "convnet", num_classes=3))
 
 
 def build_files(d: Path) -> None:

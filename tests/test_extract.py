@@ -12,38 +12,22 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from jax.sharding import Mesh
 
 from jaxagree.cli import main
 from jaxagree.io import read_features, read_predictions
 from jaxagree.models import VARIANTS, build_native, load_model, read_zoo
 from jaxagree.pipeline import extract, preprocess_images
-from tests.zoo_helpers import tiny_hf_checkpoint
+from jaxagree.sharding import pad_rows, stimulus_mesh
+from tests.zoo_helpers import native_entry, tiny_hf_checkpoint, zoo_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-ZOO = """
-[[model]]
-name = "conv-a"
-source = "native:convnet/tiny"
-family = "conv"
-num_classes = 10
-seed = 1
-
-[[model]]
-name = "vit-a"
-source = "python:tests.zoo_helpers:tiny_vit"
-family = "attention"
-seed = 2
-
-[[model]]
-name = "mixer-a"
-source = "native:mixer/tiny"
-family = "mlp"
-num_classes = 10
-[model.metadata]
-release = "2021"
-"""
+ZOO_MODELS = (
+    native_entry("conv-a", "convnet", num_classes=10, seed=1),
+    {"name": "vit-a", "source": "python:tests.zoo_helpers:tiny_vit", "family": "attention", "seed": 2},
+    native_entry("mixer-a", "mixer", num_classes=10, metadata={"release": "2021"}),
+)
+ZOO = zoo_toml(*ZOO_MODELS)
 
 
 @pytest.fixture
@@ -145,22 +129,45 @@ def test_extract_equals_calling_each_model_directly(zoo_file, images, tmp_path):
 
 def test_four_devices_equal_one(zoo_file, images, tmp_path, devices):
     zoo = read_zoo(zoo_file, trust_code=True)
-    one = extract(zoo, images, cache_dir=tmp_path / "one", batch_size=12, mesh=Mesh(np.array(devices[:1]), ("batch",)),
+    one = extract(zoo, images, cache_dir=tmp_path / "one", batch_size=12, mesh=stimulus_mesh(devices[:1]),
                   progress=False)
-    four = extract(zoo, images, cache_dir=tmp_path / "four", batch_size=12, mesh=Mesh(np.array(devices), ("batch",)),
+    four = extract(zoo, images, cache_dir=tmp_path / "four", batch_size=12, mesh=stimulus_mesh(devices),
                    progress=False)
     np.testing.assert_array_equal(four.predictions, one.predictions)
     for a, b in zip(four.features["penultimate"], one.features["penultimate"]):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_extract_splits_batches_over_the_stimulus_mesh_by_default(images, tmp_path):
+    from jaxagree.models import ModelSpec
+    from jaxagree.pipeline.runner import runner
+
+    spec = ModelSpec("a", "native:convnet/tiny", "conv", {"num_classes": 10}, {})
+    extract([spec], images, cache_dir=tmp_path, batch_size=16, progress=False)
+    loaded, before = load_model(spec), runner.cache_info()
+    runner(loaded.forward, loaded.preprocess, ("penultimate",), stimulus_mesh(jax.local_devices()), None)
+    assert runner.cache_info().hits == before.hits + 1  # compiled for that mesh by the run above
+
+
+def test_pad_rows_pads_a_ragged_batch_to_the_compiled_shape():
+    batch = np.arange(1, 7, dtype=np.uint8).reshape(2, 3)
+    padded = pad_rows(batch, 4)
+    assert padded.valid == 2 and padded.rows.shape == (4, 3) and padded.rows.dtype == np.uint8
+    np.testing.assert_array_equal(padded.rows[:2], batch)
+    assert not padded.rows[2:].any()
+    full = pad_rows(batch, 2)
+    assert full.rows is batch and full.valid == 2  # a full batch is not copied
+    with pytest.raises(ValueError, match="a batch of 3 rows does not fit in 2"):
+        pad_rows(np.zeros((3, 1)), 2)
+
+
 def test_rerun_uses_the_cache_and_recomputes_a_corrupt_entry(zoo_file, images, tmp_path, monkeypatch):
-    import jaxagree.pipeline as pipeline
+    import jaxagree.pipeline.loop as loop
 
     zoo = read_zoo(zoo_file, trust_code=True)
     first = extract(zoo, images, cache_dir=tmp_path, batch_size=16, progress=False)
     loads = []
-    monkeypatch.setattr(pipeline, "load_model", lambda spec: loads.append(spec.name) or load_model(spec))
+    monkeypatch.setattr(loop, "load_model", lambda spec: loads.append(spec.name) or load_model(spec))
     again = extract(zoo, images, cache_dir=tmp_path, batch_size=16, progress=False)
     assert loads == [] and set(again.images_per_second.values()) == {None}
     np.testing.assert_array_equal(again.predictions, first.predictions)
@@ -183,8 +190,9 @@ def test_killed_run_resumes_with_identical_results(tmp_path, images):
     """SIGKILL while loading the second model; the rerun keeps the first model's entry and
     produces what an uninterrupted run produces."""
     zoo = tmp_path / "zoo.toml"
-    zoo.write_text(ZOO.replace("native:mixer/tiny", "python:tests.zoo_helpers:killed_on_request")
-                   .replace('num_classes = 10\n[model.metadata]', '[model.metadata]'))
+    killed = {"name": "mixer-a", "source": "python:tests.zoo_helpers:killed_on_request", "family": "mlp",
+              "metadata": {"release": "2021"}}
+    zoo.write_text(zoo_toml(*ZOO_MODELS[:2], killed))
     np.savez(tmp_path / "images.npz", images=images)
     env = {**os.environ, "JAXAGREE_TEST_KILL": "1", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "jaxagree.cli", "extract", "--trust-code", "--zoo", str(zoo), "--stimuli",
@@ -349,13 +357,13 @@ def test_hf_checkpoints_of_one_architecture_share_a_compiled_forward(hf_zoo):
 
 
 def test_named_layers_match_the_model_and_are_added_to_cached_entries(zoo_file, images, tmp_path, monkeypatch):
-    import jaxagree.pipeline as pipeline
+    import jaxagree.pipeline.loop as loop
 
     zoo = read_zoo(zoo_file, trust_code=True)
     vit = [spec for spec in zoo if spec.name == "vit-a"]
     first = extract(vit, images, cache_dir=tmp_path, batch_size=16, progress=False)
     loads = []
-    monkeypatch.setattr(pipeline, "load_model", lambda spec: loads.append(spec.name) or load_model(spec))
+    monkeypatch.setattr(loop, "load_model", lambda spec: loads.append(spec.name) or load_model(spec))
     both = extract(vit, images, cache_dir=tmp_path, layers=["block1", "penultimate"], batch_size=16, progress=False)
     assert loads == ["vit-a"]  # the cached entry lacked block1: the model ran again
     _, layers = direct(vit[0], images)

@@ -20,9 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxagree.models import Preprocess
+from jaxagree.models import Preprocess, preprocess_images
 from jaxagree.models.huggingface import load_hf
-from jaxagree.pipeline import preprocess_images
 from tests.zoo_helpers import tiny_hf_checkpoint
 
 FLOAT_ATOL = 1e-5 * 255

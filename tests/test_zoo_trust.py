@@ -21,7 +21,8 @@ from jaxagree.io import read_predictions
 from jaxagree.models import ModelSpec, load_model, read_zoo
 from jaxagree.models.huggingface import checkpoint_files
 from jaxagree.pipeline import extract
-from jaxagree.pipeline_cache import code_digest, digest_files, locked
+from jaxagree.pipeline.cache import locked
+from jaxagree.pipeline.keys import code_digest, code_sources, digest_files
 
 ROOT = Path(__file__).resolve().parents[1]
 NATIVE = 'name = "a"\nsource = "native:convnet/tiny"\nfamily = "conv"\n'
@@ -199,7 +200,7 @@ def test_a_killed_run_leaves_no_lock_behind(tmp_path):
     images = _images(4)
     set_dir = tmp_path / "cache" / ArrayStimuli(images).fingerprint()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from jaxagree.pipeline_cache import locked\n"
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from jaxagree.pipeline.cache import locked\n"
          "with locked(Path(sys.argv[1]), 'a', wait=True):\n    print('held', flush=True); time.sleep(600)",
          str(set_dir / "a")], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
@@ -257,7 +258,7 @@ def test_an_hf_checkpoint_saved_again_is_not_served_from_the_cache(tmp_path):
 def test_a_touched_checkpoint_is_hashed_once_and_still_served(tmp_path, monkeypatch):
     """Size and time are the cheap check; when the time changes but not the content, the entry
     is used and records the new time, so the next run does not hash the files again."""
-    import jaxagree.pipeline_cache as pipeline_cache
+    import jaxagree.pipeline.keys as keys
 
     images, folder = _images(), tmp_path / "vit"
     _save_tiny_vit(folder, seed=0)
@@ -266,8 +267,8 @@ def test_a_touched_checkpoint_is_hashed_once_and_still_served(tmp_path, monkeypa
     weights = folder / "flax_model.msgpack"
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     hashed = []
-    real = pipeline_cache._file_sha256
-    monkeypatch.setattr(pipeline_cache, "_file_sha256", lambda path: hashed.append(path.name) or real(path))
+    real = keys.file_sha256
+    monkeypatch.setattr(keys, "file_sha256", lambda path: hashed.append(path.name) or real(path))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         again = extract([spec], images, cache_dir=tmp_path / "cache", batch_size=8, progress=False)
@@ -320,60 +321,94 @@ def test_a_python_source_is_keyed_on_its_module_file(tmp_path, monkeypatch):
 
 
 def test_a_change_to_the_preprocessing_code_recomputes(tmp_path, monkeypatch):
-    import jaxagree.pipeline as pipeline
+    import jaxagree.models.preprocess as preprocessing
 
     spec = ModelSpec("a", "native:convnet/tiny", "conv", {"num_classes": 10}, {})
     images = _images()
     extract([spec], images, cache_dir=tmp_path, batch_size=8, progress=False)
-    original = pipeline.preprocess_images
+    original = preprocessing.preprocess_images
 
     def changed_preprocessing(images, preprocess):
         return original(images, preprocess) * 1.0
 
-    monkeypatch.setattr(pipeline, "preprocess_images", changed_preprocessing)
+    monkeypatch.setattr(preprocessing, "preprocess_images", changed_preprocessing)
     with pytest.warns(RuntimeWarning, match="jaxagree's preprocessing code changed"):
         again = extract([spec], images, cache_dir=tmp_path, batch_size=8, progress=False)
     assert again.images_per_second["a"] is not None
 
 
-def test_code_digest_follows_the_helpers_a_function_calls(tmp_path, monkeypatch):
+@pytest.fixture
+def fresh_package(tmp_path, monkeypatch):
+    """Writes a package of modules under tmp_path and imports one of them anew each time."""
     import importlib
     import linecache
 
     monkeypatch.setattr(sys, "dont_write_bytecode", True)  # no stale .pyc when a file is rewritten at once
     monkeypatch.syspath_prepend(str(tmp_path))
-    package = tmp_path / "digestpkg"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
 
-    def digest_of(main_body: str, helper_body: str, unrelated_body: str) -> str:
-        (package / "helpers.py").write_text(f"def helper(x):\n    return {helper_body}\n")
-        (package / "code.py").write_text(
-            "from digestpkg.helpers import helper\n\n\n"
-            f"def main(x):\n    return {main_body}\n\n\n"
-            f"def unrelated(x):\n    return {unrelated_body}\n")
-        for name in ("digestpkg.helpers", "digestpkg.code"):
-            sys.modules.pop(name, None)
+    def load(package: str, files: dict[str, str], module: str):
+        (tmp_path / package).mkdir(exist_ok=True)
+        (tmp_path / package / "__init__.py").write_text("")
+        for name, text in files.items():
+            (tmp_path / package / f"{name}.py").write_text(text)
+        for name in [name for name in sys.modules if name == package or name.startswith(f"{package}.")]:
+            del sys.modules[name]  # the package too: it holds its old modules as attributes
         importlib.invalidate_caches()
         linecache.clearcache()  # inspect reads sources through it
-        return code_digest(importlib.import_module("digestpkg.code").main)
+        return importlib.import_module(f"{package}.{module}")
 
-    base = digest_of("helper(x) + 1", "x * 2", "x")
-    assert digest_of("helper(x) + 1", "x * 2", "x") == base
-    assert digest_of("helper(x) + 10", "x * 2", "x") != base  # the function itself
-    assert digest_of("helper(x) + 1", "x * 20", "x") != base  # a helper in another module of its package
-    assert digest_of("helper(x) + 1", "x * 2", "x + 100") == base  # a function it does not call
+    return load
+
+
+@pytest.mark.parametrize("calls", ["from digestpkg.helpers import helper", "from digestpkg import helpers"])
+def test_code_digest_follows_the_helpers_a_function_calls(fresh_package, calls):
+    # The helper named directly (helper(x)), or as an attribute of its module (helpers.helper(x)).
+    call = "helper(x)" if calls.endswith("import helper") else "helpers.helper(x)"
+
+    def digest_of(main_body: str, helper_body: str, unrelated_body: str) -> str:
+        code = (f"{calls}\n\n\ndef main(x):\n    return {main_body.format(call=call)}\n\n\n"
+                f"def unrelated(x):\n    return {unrelated_body}\n")
+        helpers = f"def helper(x):\n    return {helper_body}\n\n\ndef unused(x):\n    return {unrelated_body}\n"
+        return code_digest(fresh_package("digestpkg", {"helpers": helpers, "code": code}, "code").main)
+
+    base = digest_of("{call} + 1", "x * 2", "x")
+    assert digest_of("{call} + 1", "x * 2", "x") == base
+    assert digest_of("{call} + 10", "x * 2", "x") != base  # the function itself
+    assert digest_of("{call} + 1", "x * 20", "x") != base  # a helper in another module of its package
+    assert digest_of("{call} + 1", "x * 2", "x + 100") == base  # functions it does not call
+
+
+def test_the_preprocessing_digest_covers_the_preprocessing_code(fresh_package):
+    """The cache key's digest is of preprocess_images and every helper it reaches; it depends on
+    the code, not on the module it lives in (a cache written before the code moved stays valid),
+    and a change to any helper changes it."""
+    import jaxagree.models.preprocess as preprocessing
+
+    assert set(code_sources(preprocessing.preprocess_images)) == {
+        f"jaxagree.models.preprocess.{name}" for name in ("preprocess_images", "_resized_shape", "_resample_axis")}
+    text = Path(preprocessing.__file__).read_text()
+
+    def digest_of(source: str) -> str:
+        return code_digest(fresh_package("preprocesscopy", {"preprocess": source}, "preprocess").preprocess_images)
+
+    assert digest_of(text) == code_digest(preprocessing.preprocess_images)
+    edits = {"_resample_axis": ("0.0, 255.0", "0.0, 256.0"),
+             "_resized_shape": ("short * width // height", "short * width // height + 0"),
+             "preprocess_images": ("(resized_h - size) // 2", "(resized_h - size + 1) // 2")}
+    for function, (old, new) in edits.items():
+        assert text.count(old) == 1, function
+        assert digest_of(text.replace(old, new)) != code_digest(preprocessing.preprocess_images), function
 
 
 def test_digest_files_hashes_only_files_whose_size_or_time_changed(tmp_path, monkeypatch):
-    import jaxagree.pipeline_cache as pipeline_cache
+    import jaxagree.pipeline.keys as keys
 
     path = tmp_path / "weights.bin"
     path.write_bytes(b"one")
     first = digest_files([path], {})
     hashed = []
-    real = pipeline_cache._file_sha256
-    monkeypatch.setattr(pipeline_cache, "_file_sha256", lambda p: hashed.append(p) or real(p))
+    real = keys.file_sha256
+    monkeypatch.setattr(keys, "file_sha256", lambda p: hashed.append(p) or real(p))
     assert digest_files([path], first) == first and hashed == []
     path.write_bytes(b"two")
     os.utime(path, ns=(path.stat().st_atime_ns, first[str(path)]["mtime_ns"] + 10**9))

@@ -1,11 +1,37 @@
-"""Model sources for the extraction tests (imported by zoo files as python:tests.zoo_helpers:...)."""
+"""Model sources for the extraction tests (imported by zoo files as python:tests.zoo_helpers:...),
+and the text of the zoo files the tests write."""
 
+import json
 import os
 import signal
 import time
 from pathlib import Path
 
 from jaxagree.models import build_native
+
+_FAMILIES = {"convnet": "conv", "vit": "attention", "mixer": "mlp"}
+
+
+def native_entry(name: str, architecture: str, **options) -> dict:
+    """A zoo entry for the tiny variant of a native ``architecture`` (convnet, vit, mixer)."""
+    return {"name": name, "source": f"native:{architecture}/tiny", "family": _FAMILIES[architecture], **options}
+
+
+def zoo_toml(*models: dict) -> str:
+    """A zoo file's text: one ``[[model]]`` table per entry, keys in order, one ``key = value``
+    line each (tests edit these lines as text); a dict value becomes a sub-table
+    (``[model.metadata]``)."""
+
+    def value(v) -> str:
+        return ("true" if v else "false") if isinstance(v, bool) else json.dumps(v)
+
+    tables = []
+    for model in models:
+        plain = [f"{k} = {value(v)}\n" for k, v in model.items() if not isinstance(v, dict)]
+        subtables = [f"[model.{k}]\n" + "".join(f"{kk} = {value(vv)}\n" for kk, vv in v.items())
+                     for k, v in model.items() if isinstance(v, dict)]
+        tables.append("[[model]]\n" + "".join(plain) + "".join(subtables))
+    return "\n".join(tables)
 
 
 def tiny_vit(seed: int = 0, num_classes: int = 10):

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from jaxagree.models.native import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from jaxagree.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 TASKS = ("classification", "features")
 # Config entries that name things but do not change the computation.

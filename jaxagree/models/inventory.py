@@ -16,7 +16,7 @@ Sources:
   random weights from ``seed``, ``num_classes`` outputs (default 1000).
 * ``python:MODULE:FUNCTION``: a user function called with the entry's options; it returns a
   ``flax.nnx.Module`` mapping normalised images ``[batch, size, size, 3]`` to
-  ``(logits, features)``, and its :class:`~jaxagree.models.native.Preprocess` (or the module has
+  ``(logits, features)``, and its :class:`~jaxagree.models.preprocess.Preprocess` (or the module has
   a ``preprocess`` attribute). Importing and calling it runs any code it holds: a zoo file with
   ``python:`` entries is code, read only with ``read_zoo(path, trust_code=True)``.
 
@@ -40,7 +40,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxagree.models.native import Preprocess, build_native, native_family
+from jaxagree.models.native import build_native, native_family
+from jaxagree.models.preprocess import Preprocess
 
 FAMILIES = ("conv", "attention", "hybrid", "mlp")
 _RESERVED = {"name", "source", "family", "metadata"}

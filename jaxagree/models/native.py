@@ -19,35 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class Preprocess(NamedTuple):
-    """How a model wants its images (the Hugging Face image processors' steps, on the device).
-
-    Fields:
-      size: the side of the square the model takes.
-      mean, std: per-channel normalisation, applied last.
-      crop_fraction: the resized side (see ``resize``) is ``round(size / crop_fraction)``;
-        the centre ``size`` square is then cropped out.
-      resample: the filter, a ``jax.image.resize`` method; ``"nearest"``, ``"linear"``,
-        ``"cubic"`` and ``"lanczos3"`` equal PIL's NEAREST, BILINEAR, BICUBIC and LANCZOS
-        (antialiased when downscaling, as PIL's are).
-      resize: ``"shorter_side"`` resizes the shorter side and keeps the aspect ratio;
-        ``"square"`` resizes both sides to the same length (a ViT or BEiT processor's
-        ``{"height", "width"}`` size).
-      rescale: the factor from 8-bit values to what normalisation expects (HF's
-        ``rescale_factor``; 1.0 for a processor that does not rescale).
-    """
-
-    size: int
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    crop_fraction: float = 0.875
-    resample: str = "linear"
-    resize: str = "shorter_side"
-    rescale: float = 1 / 255
+from jaxagree.models.preprocess import Preprocess
 
 
 class ConvNet(nnx.Module):

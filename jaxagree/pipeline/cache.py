@@ -1,18 +1,25 @@
-"""The extraction cache (layout: :mod:`jaxagree.pipeline`): one entry per model and stimulus
-set, keyed on what determines the model's outputs, written atomically, and locked per model so
-that runs sharing a cache do not compute, write or remove one model's files at once.
+"""The extraction cache's files (layout: :mod:`jaxagree.pipeline`; keys:
+:mod:`jaxagree.pipeline.keys`): one entry per model and stimulus set, written atomically, checked
+against its SHA-256 checksums when read, and locked per model so that runs sharing a cache do not
+compute, write or remove one model's files at once.
 
-An entry's key (``entry.json``'s ``model``, and its partial results' manifest) holds:
+Why plain ``.npy`` files and not orbax-checkpoint (which the model loaders use for weights):
 
-* ``source`` and ``options``: the zoo entry (its name is the entry's folder);
-* ``files``: for each file that determines the model (:func:`jaxagree.models.inventory.model_files`:
-  a Hugging Face checkpoint's files, a ``python:`` source's module file), its size, modification
-  time and SHA-256. A file whose size and time are as recorded is taken as unchanged and not read
-  again; one whose size or time changed is hashed, and its content alone decides;
-* ``preprocessing``: a digest of jaxagree's preprocessing code (:func:`code_digest`).
-
-The stimulus set, image size included, is the entry's parent folder (the source's fingerprint).
-A key that no longer matches recomputes the entry, and drops the model's partial results.
+* Anyone can read an entry: ``np.load`` (or any ``.npy`` reader, in any language) opens each
+  array, and ``mmap_mode="r"`` maps a large ``[stimuli, dim]`` file for random access without
+  reading it. orbax writes TensorStore's OCDBT format (hash-named blobs under
+  ``ocdbt.process_N/d/``), readable through orbax or tensorstore only.
+* Processes work alone: process ``i`` writes its own models, at its own pace, and two unrelated
+  runs share one cache under a per-model ``flock``. orbax's ``save`` and ``load`` are collective
+  ("must be called on all available controller processes", with barriers between them);
+  ``MultiprocessingOptions(active_processes=...)`` narrows a save to a set of processes, but
+  nothing in orbax keeps two runs that do not know each other from writing one directory.
+* Atomicity is the same either way: orbax finalises a checkpoint by renaming its temporary
+  folder (``AtomicRenameTemporaryPath``) or by a ``commit_success.txt`` file; here each file is
+  renamed into place and ``entry.json`` (with each file's checksum) comes last. orbax's partial
+  loading (a subtree: some layers) is what reading some of the files does.
+* Cost: importing orbax takes about 2 s (measured here); an entry is a few ``[stimuli, dim]``
+  arrays written once, so orbax's async and per-shard writes would save little.
 """
 
 from __future__ import annotations
@@ -20,24 +27,22 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import functools
 import hashlib
-import inspect
 import io
 import json
 import os
-import types
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from jaxagree.models import ModelSpec
+from jaxagree.pipeline.keys import canonical, describe_change, same_model
 
-_HASH_BLOCK = 1 << 24
+if TYPE_CHECKING:
+    from jaxagree.data.labels import LabelSpace
 
 
 class Entry(NamedTuple):
@@ -48,121 +53,23 @@ class Entry(NamedTuple):
     num_classes: int
 
 
-# --- keys ---------------------------------------------------------------------------------------
+def prediction_name(space: LabelSpace | None, decision: str) -> str:
+    """The array of the predictions: the model's own classes, or a label space's categories."""
+    return "predictions" if space is None else f"predictions-{space.fingerprint()}-{decision}"
 
 
-def model_key(spec: ModelSpec, files: Sequence[Path], preprocessing: str, known: dict | None = None) -> dict:
-    """The key of a model's entry. ``files``: the files that determine it; ``known``: file
-    records of an earlier key, whose hashes are kept for files of unchanged size and time."""
-    return {"source": spec.source, "options": spec.options, "files": digest_files(files, known or {}),
-            "preprocessing": preprocessing}
+def output_names(layers: Sequence[str], space: LabelSpace | None, decision: str) -> list[str]:
+    """The arrays an entry needs for ``layers`` (and the predictions within ``space``)."""
+    names = ["predictions"] + ([prediction_name(space, decision)] if space is not None else [])
+    return names + [feature_name(layer) for layer in layers]
 
 
-def digest_files(paths: Sequence[Path], known: dict) -> dict[str, dict]:
-    """``{path: {size, mtime_ns, sha256}}``; a file whose size and time match its record in
-    ``known`` keeps the recorded hash instead of being read (checkpoints are large)."""
-    records = {}
-    for path in paths:
-        stat = path.stat()
-        record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-        previous = known.get(str(path))
-        unchanged = isinstance(previous, dict) and all(previous.get(k) == v for k, v in record.items())
-        record["sha256"] = previous["sha256"] if unchanged and "sha256" in previous else _file_sha256(path)
-        records[str(path)] = record
-    return records
+def feature_name(layer: str) -> str:
+    return f"features-{layer}"
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while block := file.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _canonical(value: Any) -> str:
-    # TOML values that JSON cannot hold (dates) compare as text, as they are stored.
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _hashes(key: dict) -> dict:
-    files = key.get("files")
-    return {p: r.get("sha256") for p, r in files.items() if isinstance(r, dict)} if isinstance(files, dict) else {}
-
-
-def _content(key: Any) -> str:
-    """A key without file sizes and times: two keys are the same model when these are equal."""
-    return _canonical({**key, "files": _hashes(key)} if isinstance(key, dict) else key)
-
-
-def same_model(stored: Any, key: dict) -> bool:
-    return _content(stored) == _content(key)
-
-
-def describe_change(stored: Any, key: dict) -> str:
-    """Why a stored key is not ``key``, for the warning that recomputes an entry."""
-    if not isinstance(stored, dict) or "preprocessing" not in stored:
-        return "it was written without a key for the model's files and preprocessing (an older jaxagree)"
-    reasons = [f"the model's {part} changed" for part in ("source", "options")
-               if _content(stored.get(part)) != _content(key[part])]
-    if _content(stored["preprocessing"]) != _content(key["preprocessing"]):
-        reasons.append("jaxagree's preprocessing code changed")
-    old, new = _hashes(stored), _hashes(key)
-    files = sorted(p for p in old.keys() | new.keys() if old.get(p) != new.get(p))
-    if files:
-        shown = ", ".join(Path(p).name for p in files[:4]) + (f" and {len(files) - 4} more" if len(files) > 4 else "")
-        reasons.append(f"the model's files changed ({shown})")
-    return "; ".join(reasons) or "its key changed"
-
-
-def stored_files(entry: Path) -> dict:
-    """The file records of an entry's keys (finished and partial), whose hashes a new key reuses."""
-    records = {}
-    for manifest in (entry / "partial" / "manifest.json", entry / "entry.json"):
-        try:
-            files = json.loads(manifest.read_text())["model"]["files"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if isinstance(files, dict):
-            records.update(files)
-    return records
-
-
-@functools.lru_cache(maxsize=16)
-def code_digest(function: Callable) -> str:
-    """SHA-256 of a function's source and, transitively, of the functions of its package that
-    it names: the preprocessing is code, and a change to it or to a helper it calls must not
-    serve features computed before."""
-    package = inspect.unwrap(function).__module__.split(".")[0]
-    sources: dict[str, str] = {}
-    todo = [function]
-    while todo:
-        current = inspect.unwrap(todo.pop())
-        name = f"{current.__module__}.{current.__qualname__}"
-        if name in sources:
-            continue
-        try:
-            sources[name] = inspect.getsource(current)
-        except (OSError, TypeError):  # no source shipped: the bytecode stands in for it
-            sources[name] = current.__code__.co_code.hex()
-        for word in _names(current.__code__):
-            found = current.__globals__.get(word)
-            if found is not None and callable(found):
-                found = inspect.unwrap(found)
-                if inspect.isfunction(found) and found.__module__.split(".")[0] == package:
-                    todo.append(found)
-    return hashlib.sha256("\n".join(sources[name] for name in sorted(sources)).encode()).hexdigest()
-
-
-def _names(code: types.CodeType) -> Iterator[str]:
-    """The global names a code object and the functions nested in it refer to."""
-    yield from code.co_names
-    for constant in code.co_consts:
-        if isinstance(constant, types.CodeType):
-            yield from _names(constant)
-
-
-# --- entries ------------------------------------------------------------------------------------
+def complete(entry: Entry | None, names: Sequence[str]) -> bool:
+    return entry is not None and set(names) <= set(entry.arrays)
 
 
 def read_entry(entry: Path, key: dict, num_stimuli: int, name: str) -> Entry | None:
@@ -193,7 +100,7 @@ def read_entry(entry: Path, key: dict, num_stimuli: int, name: str) -> Entry | N
         warnings.warn(f"cache entry {entry} cannot be used ({error}); recomputing model {name!r}",
                       RuntimeWarning, stacklevel=3)
         return None
-    if _canonical(manifest["model"]) != _canonical(key):
+    if canonical(manifest["model"]) != canonical(key):
         atomic_write(manifest_path, json.dumps({**manifest, "model": key}, indent=2, default=str).encode())
     return result
 
@@ -322,3 +229,7 @@ def locked(entry: Path, name: str, *, wait: bool) -> Iterator[bool]:
             warnings.warn(f"{path}: the file system has no locks ({error.strerror}); runs sharing this cache at "
                           "the same time are not kept apart", RuntimeWarning, stacklevel=3)
         yield True  # closing the file releases the lock
+
+
+__all__ = ["Entry", "Partial", "atomic_write", "complete", "feature_name", "locked", "output_names",
+           "prediction_name", "read_entry", "remove_partial", "write_entry"]
