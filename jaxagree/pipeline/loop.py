@@ -5,7 +5,7 @@ package's docstring describes the cache."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -118,8 +118,9 @@ class _Plan(NamedTuple):
     run: RunSettings
 
 
-def _plan(stimuli, *, cache_dir, layers, batch_size, mesh, progress, label_space, decision,
-          checkpoint_seconds) -> _Plan:
+def _plan(stimuli: Stimuli | np.ndarray, *, cache_dir: str | os.PathLike, layers: Sequence[str], batch_size: int,
+          mesh: Mesh | None, progress: bool, label_space: LabelSpace | str | None, decision: str,
+          checkpoint_seconds: float) -> _Plan:
     """The arguments checked, and what they fix for every model."""
     if not isinstance(stimuli, Stimuli):
         stimuli = ArrayStimuli(stimuli)
@@ -212,7 +213,7 @@ def _missing_layers(spec: ModelSpec, loaded: LoadedModel, cached: cache.Entry | 
     return missing
 
 
-def _read_the_others(zoo: Sequence[ModelSpec], plan: _Plan, *, done) -> dict[str, cache.Entry]:
+def _read_the_others(zoo: Sequence[ModelSpec], plan: _Plan, *, done: Collection[str]) -> dict[str, cache.Entry]:
     """After every process has run its share: the models of the others, from the shared cache."""
     from jax.experimental import multihost_utils
 
