@@ -139,7 +139,7 @@ def run_case(num_models, num_stimuli, dim, *, rate, repeats, peers):
 
 def chosen_path(num_models: int, num_stimuli: int, dim: int):
     """The path ``cka_matrix`` takes for these shapes by default, with its FLOPs."""
-    return ja.cka._choose_path([dim] * num_models, num_stimuli, ja.cka._default_max_bytes(), "auto")
+    return ja.cka.plan.choose_path([dim] * num_models, num_stimuli, ja.cka.plan.default_max_bytes(), "auto")
 
 
 def peak_rss_bytes() -> int:

@@ -62,7 +62,7 @@ def matmul_rates(size: int) -> dict[str, float]:
     a = jax.random.normal(jax.random.key(1), (size, size))
     rates = {}
     for precision in PRECISIONS:
-        fn = jax.jit(lambda x, p=precision: ja.cka._matmul(x, x, p))
+        fn = jax.jit(lambda x, p=precision: ja.cka.plan.matmul(x, x, p))
         fn(a).block_until_ready()
         best = float("inf")
         for _ in range(5):
@@ -99,7 +99,7 @@ def main(argv=None) -> str:
     for num_stimuli, dim in shapes:
         for num_models in models:
             features = device_features(jax.random.key(num_models), num_models, num_stimuli, dim)
-            path = ja.cka._choose_path([dim] * num_models, num_stimuli, ja.cka._default_max_bytes(), "auto")
+            path = ja.cka.plan.choose_path([dim] * num_models, num_stimuli, ja.cka.plan.default_max_bytes(), "auto")
             for precision in PRECISIONS:
                 start = time.perf_counter()
                 ja.cka_matrix(features, matmul_precision=precision).block_until_ready()

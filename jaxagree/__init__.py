@@ -7,7 +7,7 @@ from jaxagree.agreement import (
     fleiss_kappa,
     per_stimulus_agreement,
 )
-from jaxagree.cka import CKAAccumulator, cka_matrix, linear_cka
+from jaxagree.cka import CKAAccumulator, CKAState, CKAStream, cka_matrix, cka_stream, linear_cka
 from jaxagree.counts import agreement_stats, count_predictions
 from jaxagree.sharding import stimulus_mesh
 from jaxagree.stats import AgreementStats, merge_stats
@@ -18,9 +18,12 @@ __all__ = [
     "AccuracyBins",
     "AgreementStats",
     "CKAAccumulator",
+    "CKAState",
+    "CKAStream",
     "accuracy_bins",
     "agreement_stats",
     "cka_matrix",
+    "cka_stream",
     "contrastive_stimuli",
     "count_predictions",
     "error_consistency",

@@ -1,7 +1,6 @@
 """Linear CKA: float64 reference, invariances, all-pairs matrix, tiling, bad input."""
 
 import warnings
-from unittest import mock
 
 import hypothesis.extra.numpy as hnp
 import jax
@@ -12,6 +11,7 @@ from hypothesis import strategies as st
 from scipy.stats import ortho_group
 
 import jaxagree as ja
+from jaxagree.cka import plan
 
 
 # Kornblith et al.'s reference (google-research/representation_similarity), in float64.
@@ -102,6 +102,9 @@ def test_matrix_matches_pairwise_reference_symmetric_unit_diagonal(debiased):
 # cka_matrix sets the diagonal to 1 and symmetrises, so those assertions hold by construction;
 # these cases test the same properties where nothing forces them.
 
+# Row blocks of a few stimuli (instead of 2**18 cells and at least 32 rows).
+SMALL_BLOCKS = plan.GramBlocks(step_cells=1, min_rows=3)
+
 PATHS = [  # (method, debiased, sharded over 4 devices)
     (method, debiased, sharded) for method in ("gram", "features") for debiased in (False, True) for sharded in (False, True)
 ]
@@ -119,7 +122,7 @@ def copies_of(x: np.ndarray, rng) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("method, debiased, sharded", PATHS)
 def test_copies_of_a_model_give_off_diagonal_ones_and_its_row(devices, method, debiased, sharded):
     rng = np.random.default_rng(20)
-    n = ja.cka._FEATURE_DEBIASED_MIN_STIMULI + 16  # debiased feature path at full accuracy
+    n = plan.FEATURE_DEBIASED_MIN_STIMULI + 16  # debiased feature path at full accuracy
     base = rng.normal(size=(n, 3))
     x = np.tanh(base @ rng.normal(size=(3, 5))) + 0.3 * rng.normal(size=(n, 5))
     others = [base @ rng.normal(size=(3, 4)) + rng.normal(size=(n, 4)), rng.normal(size=(n, 6))]
@@ -149,17 +152,17 @@ def test_permuting_stimuli_changes_nothing_and_permuting_models_permutes(
     method, debiased, sharded = path
     rng = np.random.default_rng(seed)
     if debiased and method == "features":
-        n += ja.cka._FEATURE_DEBIASED_MIN_STIMULI
+        n += plan.FEATURE_DEBIASED_MIN_STIMULI
     base = rng.normal(size=(n, 3))
     features = np.stack([np.tanh(base @ rng.normal(size=(3, dim))) + rng.normal(size=(n, dim)) + 20
                          for _ in range(num_models)])
     mesh = ja.stimulus_mesh(devices) if sharded else None
     # Row blocks of a few stimuli (as in small_gram_blocks), so that small inputs have several.
-    with mock.patch.object(ja.cka, "_STEP_CELLS", 1 if small_blocks else ja.cka._STEP_CELLS), \
-            mock.patch.object(ja.cka, "_MIN_ROWS", 3 if small_blocks else ja.cka._MIN_ROWS):
+    blocks = SMALL_BLOCKS if small_blocks else plan.GramBlocks()
+    with plan.use_gram_blocks(blocks):
         max_bytes = None
         if tiled:  # tiles of one or two models
-            max_bytes = (2 * ja.cka._gram_model_bytes(n, dim, 4 if sharded else 1) if method == "gram"
+            max_bytes = (2 * plan.gram_model_bytes(n, dim, 4 if sharded else 1, blocks) if method == "gram"
                          else 4 * (2 * n * dim + 2 * dim * dim))
 
         def cka(f):
@@ -204,20 +207,20 @@ def test_tiled_equals_untiled(num_models, per_block, debiased, same_dims, seed):
     dims = [5] * num_models if same_dims else [int(d) for d in rng.integers(1, 8, num_models)]
     features = [rng.normal(size=(n, d)) for d in dims]
     whole = np.asarray(ja.cka_matrix(features, debiased=debiased, method="gram"))
-    max_bytes = 2 * per_block * ja.cka._gram_model_bytes(n, max(dims))
+    max_bytes = 2 * per_block * plan.gram_model_bytes(n, max(dims))
     # One tile when all models fit; else row and column tiles of per_block models each.
     expected_block = num_models if num_models <= 2 * per_block else per_block
-    assert ja.cka._choose_path(dims, n, max_bytes, "gram").block == expected_block
+    assert plan.choose_path(dims, n, max_bytes, "gram").block == expected_block
     tiled = np.asarray(ja.cka_matrix(features, debiased=debiased, method="gram", max_bytes=max_bytes))
     np.testing.assert_allclose(tiled, whole, atol=1e-6)
 
 
 @pytest.fixture
-def small_gram_blocks(monkeypatch):
+def small_gram_blocks():
     """Row blocks of a few stimuli, so that small inputs exercise the block layout (odd and even
     block counts, padded stimuli) that real sizes get."""
-    monkeypatch.setattr(ja.cka, "_STEP_CELLS", 1)
-    monkeypatch.setattr(ja.cka, "_MIN_ROWS", 3)
+    with plan.use_gram_blocks(SMALL_BLOCKS) as blocks:
+        yield blocks
 
 
 @pytest.mark.parametrize("debiased", [False, True])
@@ -229,7 +232,7 @@ def test_gram_row_blocks_and_sharding_match_the_reference(small_gram_blocks, dev
     features = [base @ rng.normal(size=(4, d)) + rng.normal(size=(n, d)) + 30 for d in dims]
     expected = np.array([[reference_cka(a, b, debiased) for b in features] for a in features])
     single = np.asarray(ja.cka_matrix(features, debiased=debiased, method="gram"))
-    assert ja.cka._layout(n).blocks > 1
+    assert plan.gram_layout(n, blocks=small_gram_blocks).blocks > 1
     np.testing.assert_allclose(single, expected, atol=2e-6)
     mesh = ja.stimulus_mesh(devices)
     for method in ("gram", "features"):
@@ -237,7 +240,7 @@ def test_gram_row_blocks_and_sharding_match_the_reference(small_gram_blocks, dev
         np.testing.assert_allclose(sharded, single, atol=2e-6)
     # Model tiles and device shards together.
     tiled = ja.cka_matrix(features, debiased=debiased, method="gram", mesh=mesh,
-                          max_bytes=2 * 2 * ja.cka._gram_model_bytes(n, max(dims), shards=4))
+                          max_bytes=2 * 2 * plan.gram_model_bytes(n, max(dims), shards=4, blocks=small_gram_blocks))
     np.testing.assert_allclose(np.asarray(tiled), single, atol=2e-6)
 
 
@@ -245,11 +248,11 @@ def test_layout_covers_each_pair_of_stimuli_once():
     """Summing the column weights of every (row, column) cell the row blocks visit gives each
     unordered pair of stimuli weight 2 and each stimulus with itself weight 1."""
     for n, shards in [(37, 1), (37, 4), (12, 4), (1000, 1), (1000, 2), (5000, 3)]:
-        layout = ja.cka._layout(n, shards)
+        layout = plan.gram_layout(n, shards)
         assert layout.blocks % shards == 0 and layout.rows * layout.blocks >= n
         padded = layout.rows * layout.blocks
         covered = np.zeros((padded, padded))
-        weights = ja.cka._column_weights(layout) ** 2
+        weights = plan.column_weights(layout) ** 2
         for block in range(layout.blocks):
             rows = block * layout.rows + np.arange(layout.rows)
             cols = (block * layout.rows + np.arange(layout.span)) % padded
@@ -348,7 +351,7 @@ def test_extreme_feature_scales_neither_underflow_nor_overflow(scale):
 )
 def test_feature_path_equals_gram_path_and_reference(debiased, dims, n, budget, seed):
     if debiased:
-        n += ja.cka._FEATURE_DEBIASED_MIN_STIMULI  # below it, auto keeps debiased CKA on the Gram path
+        n += plan.FEATURE_DEBIASED_MIN_STIMULI  # below it, auto keeps debiased CKA on the Gram path
     rng = np.random.default_rng(seed)
     base = rng.normal(size=(n, 4))
     features = [base @ rng.normal(size=(4, d)) + rng.normal(size=(n, d)) + 50 for d in dims]
@@ -363,7 +366,7 @@ def test_feature_path_equals_gram_path_and_reference(debiased, dims, n, budget, 
 
 
 def test_path_choice_follows_flops_and_memory():
-    choose = ja.cka._choose_path
+    choose = plan.choose_path
     # Few dims against many stimuli: features; many dims against few stimuli: Grams.
     assert choose([16] * 10, 5000, 10**10, "auto").name == "features"
     assert choose([2048] * 10, 500, 10**10, "auto").name == "gram"
@@ -401,8 +404,8 @@ def test_exact_accumulators_equal_cka_of_all_stimuli(debiased, dims, sizes, offs
     all stimuli at once."""
     rng = np.random.default_rng(seed)
     n = sum(sizes)
-    if n < ja.cka._FEATURE_DEBIASED_MIN_STIMULI:
-        sizes = sizes + [ja.cka._FEATURE_DEBIASED_MIN_STIMULI - n]
+    if n < plan.FEATURE_DEBIASED_MIN_STIMULI:
+        sizes = sizes + [plan.FEATURE_DEBIASED_MIN_STIMULI - n]
         n = sum(sizes)
     base = rng.normal(size=(n, 3))
     features = [(base @ rng.normal(size=(3, d)) + rng.normal(size=(n, d)) + offset).astype(np.float32) for d in dims]

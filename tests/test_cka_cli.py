@@ -476,7 +476,7 @@ def test_cli_cka_mismatched_stimulus_counts_with_stimuli(tmp_path, capsys, indic
 
 
 def _gram_model_bytes() -> int:
-    return ja.cka._gram_model_bytes(NUM_STIMULI, max(f.shape[1] for f in FEATURES.values()), shards=4)
+    return ja.cka.plan.gram_model_bytes(NUM_STIMULI, max(f.shape[1] for f in FEATURES.values()), shards=4)
 
 
 @pytest.mark.parametrize("blocks", [1, 3])
@@ -508,7 +508,7 @@ def test_cli_cka_max_bytes_too_small_for_grams_uses_the_feature_path(tmp_path, c
     # No room for a row and a column tile of Grams (and the 4 models do not fit one tile).
     no_grams = 2 * _gram_model_bytes() - 1
     dims = [f.shape[1] for f in FEATURES.values()]
-    assert ja.cka._choose_path(dims, NUM_STIMULI, no_grams, "auto", shards=4).name == "features"
+    assert ja.cka.plan.choose_path(dims, NUM_STIMULI, no_grams, "auto", shards=4).name == "features"
     code, _, err = _run_cka(capsys, path, "--out", tmp_path / "small", "--max-bytes", no_grams)
     assert code == 0, err
     np.testing.assert_allclose(
