@@ -63,8 +63,9 @@ def cka_stream(reference, *, estimator: str = "minibatch") -> CKAStream:
     """All-pairs linear CKA of stimuli streamed in batches (too many for ``n x n`` Grams).
 
     ``state = stream.init()``, ``state = stream.update(state, batch)`` per batch, states of other
-    devices or processes added with ``stream.merge`` (or ``jax.lax.psum`` inside ``shard_map``),
-    and ``stream.compute(state)`` at the end. Estimators:
+    devices or processes added with ``stream.merge`` (``jax.lax.psum`` inside ``shard_map``; across
+    processes e.g. ``multihost_utils.process_allgather(state)`` summed over its first axis), and
+    ``stream.compute(state)`` at the end. Estimators:
 
     * ``"exact"`` / ``"exact-debiased"``: the biased or debiased CKA of all stimuli at once, as
       ``cka_matrix(all_features, debiased=...)``, from feature-space sums (``~4 D^2`` bytes,
