@@ -2,8 +2,14 @@
 
 import os
 
+# LLVM at -O0 for XLA:CPU: the same HLO, the same optimised XLA graph, ~35% less compile time
+# for a suite that compiles a kernel for nearly every example (measured: test_extract.py and
+# test_agreement.py 127 s -> 83 s). Results stay IEEE (XLA:CPU does not enable fast-math), so
+# every tolerance still applies; set XLA_FLAGS=--xla_backend_optimization_level=2 to test as shipped.
+_OPTIMIZATION = "" if "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", "") else \
+    " --xla_backend_optimization_level=0"
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4" + _OPTIMIZATION
 ).strip()
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Tests never download: a model-hub lookup fails at once instead of waiting on the network.

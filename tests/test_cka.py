@@ -247,8 +247,14 @@ def test_gram_row_blocks_and_sharding_match_the_reference(small_gram_blocks, dev
 def test_layout_covers_each_pair_of_stimuli_once():
     """Summing the column weights of every (row, column) cell the row blocks visit gives each
     unordered pair of stimuli weight 2 and each stimulus with itself weight 1."""
-    for n, shards in [(37, 1), (37, 4), (12, 4), (1000, 1), (1000, 2), (5000, 3)]:
-        layout = plan.gram_layout(n, shards)
+    # The last case is the regime of 5,000 stimuli over 3 shards (rows set by the step's cells,
+    # ~50 blocks padded to a multiple of 3) at a tenth of the size: a 500 x 500 coverage table.
+    small_steps = plan.GramBlocks(step_cells=plan.GramBlocks().step_cells // 100, min_rows=3)
+    cases = [(37, 1, None), (37, 4, None), (12, 4, None), (1000, 1, None), (1000, 2, None), (500, 3, small_steps)]
+    for n, shards, blocks in cases:
+        layout = plan.gram_layout(n, shards, blocks or plan.GramBlocks())
+        if blocks is not None:
+            assert layout.blocks >= 45 and layout.rows == -(-n // layout.blocks) > blocks.min_rows
         assert layout.blocks % shards == 0 and layout.rows * layout.blocks >= n
         padded = layout.rows * layout.blocks
         covered = np.zeros((padded, padded))

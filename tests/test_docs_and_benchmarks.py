@@ -29,6 +29,9 @@ def test_readme_python_quickstart_runs(tmp_path, monkeypatch):
     np.testing.assert_allclose(namespace["bounded"], namespace["similarity"], atol=1e-6)
     np.testing.assert_allclose(namespace["streamed"], namespace["similarity"], atol=1e-5)
     np.testing.assert_allclose(namespace["sharded"], namespace["similarity"], atol=1e-6)
+    assert namespace["table"].per_bin.kappa_contrastive.shape == (5,)
+    cka = namespace["cka"]
+    assert cka.matrix.shape == (5, 5) and len(cka.stimuli) == 100 and cka.family_names == ["conv", "vit"]
 
 
 def column(text: str, heading: str) -> list[str]:
