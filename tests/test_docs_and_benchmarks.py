@@ -28,6 +28,7 @@ def test_readme_python_quickstart_runs(tmp_path, monkeypatch):
     assert namespace["contrastive"].shape == (1000,)
     np.testing.assert_allclose(namespace["bounded"], namespace["similarity"], atol=1e-6)
     np.testing.assert_allclose(namespace["streamed"], namespace["similarity"], atol=1e-5)
+    np.testing.assert_allclose(namespace["from_state"], namespace["similarity"], atol=1e-5)
     np.testing.assert_allclose(namespace["sharded"], namespace["similarity"], atol=1e-6)
     assert namespace["table"].per_bin.kappa_contrastive.shape == (5,)
     cka = namespace["cka"]

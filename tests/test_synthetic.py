@@ -14,7 +14,7 @@ from scipy import ndimage
 import jaxagree.data.synthetic
 from jaxagree.cli import main
 from jaxagree.data import SHAPES, local_global, open_stimuli, squares
-from jaxagree.data.synthetic import _shape_mask
+from jaxagree.data.synthetic import shape_mask
 from jaxagree.io import read_predictions
 
 
@@ -114,9 +114,9 @@ def test_local_global_figures_have_the_claimed_global_and_local_shapes(congruent
         assert ink.sum() == figure.sum()  # nothing outside the figure
         cells = figure.reshape(grid, cell, grid, cell).transpose(0, 2, 1, 3)
         # The global form: which cells hold an element.
-        np.testing.assert_array_equal(cells.any(axis=(2, 3)), _shape_mask(SHAPES[outer], grid))
+        np.testing.assert_array_equal(cells.any(axis=(2, 3)), shape_mask(SHAPES[outer], grid))
         # The local form: every element is the same small shape, with a 1-pixel gap around it.
-        element = np.pad(_shape_mask(SHAPES[inner], cell - 2), 1)
+        element = np.pad(shape_mask(SHAPES[inner], cell - 2), 1)
         for r, c in zip(*np.nonzero(cells.any(axis=(2, 3)))):
             np.testing.assert_array_equal(cells[r, c], element)
 

@@ -132,7 +132,7 @@ def _render(keys, low, high, *, image_size, square_size, num_squares, contrast, 
 SHAPES = ("square", "cross", "x", "ring")
 
 
-def _shape_mask(shape: str, n: int) -> np.ndarray:
+def shape_mask(shape: str, n: int) -> np.ndarray:
     """An ``n x n`` boolean mask of one of :data:`SHAPES` (outline square, plus, diagonal cross,
     ring), with strokes about ``n / 5`` wide."""
     index = np.arange(n)
@@ -190,9 +190,9 @@ def local_global(
     if num_stimuli < 1:
         raise ValueError(f"num_stimuli must be positive, got {num_stimuli}")
     _check_intensities(background, contrast)
-    global_masks = jnp.asarray(np.stack([_shape_mask(s, grid) for s in SHAPES]))
+    global_masks = jnp.asarray(np.stack([shape_mask(s, grid) for s in SHAPES]))
     # Each element leaves a 1-pixel gap to its neighbours, as in Navon's figures.
-    local_masks = jnp.asarray(np.stack([np.pad(_shape_mask(s, cell - 2), 1) for s in SHAPES]))
+    local_masks = jnp.asarray(np.stack([np.pad(shape_mask(s, cell - 2), 1) for s in SHAPES]))
     keys = jax.random.split(key, num_stimuli)
     images, outer, inner = _render_local_global(keys, global_masks, local_masks, image_size=image_size,
                                                 contrast=float(contrast), background=float(background),
@@ -316,4 +316,4 @@ def _hybrid(shapes, textures, low):
     return jnp.clip(jnp.round(pixels), 0, 255).astype(jnp.uint8)
 
 
-__all__ = ["SHAPES", "CueConflict", "LocalGlobal", "Squares", "cue_conflict", "local_global", "squares"]
+__all__ = ["SHAPES", "CueConflict", "LocalGlobal", "Squares", "cue_conflict", "local_global", "shape_mask", "squares"]
