@@ -15,7 +15,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-_SOURCES = (
+SOURCES_HELP = (
     "SOURCE: npz:PATH (or a .npz/.npy path) holding images uint8 [stimuli, height, width, 3], optionally "
     "labels int [stimuli], ids [stimuli] and categories; folder:PATH, a folder of images (flat, or one "
     "sub-folder per class); tfds:NAME[/CONFIG][:VERSION]:SPLIT, a prepared tensorflow-datasets dataset "
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract = commands.add_parser(
         "extract", parents=[common],
         help="predictions and features of every model of a zoo on a stimulus set (cached, resumable)",
-        description=_SOURCES,
+        description=SOURCES_HELP,
     )
     extract.add_argument("--zoo", type=Path, required=True, metavar="ZOO", help="zoo.toml inventory")
     extract.add_argument("--stimuli", required=True, metavar="SOURCE")
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert = commands.add_parser(
         "convert", parents=[common],
         help="write a stimulus source as a TFDS dataset (ArrayRecord) for fast reuse: tfds:NAME:SPLIT",
-        description=_SOURCES,
+        description=SOURCES_HELP,
     )
     convert.add_argument("stimuli", metavar="SOURCE")
     convert.add_argument("--name", required=True, help="the dataset's name (lower case, digits, _)")

@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 import jaxagree.data
-from jaxagree.cli import _SOURCES, main
+from jaxagree.cli import SOURCES_HELP, main
 from jaxagree.data import ArrayStimuli, cue_conflict, open_stimuli, prepared_tfds_datasets
 from jaxagree.data.convert import prepare_imagenet_validation, write_tfds
 from jaxagree.data.sources import OPENERS, source_scheme
@@ -349,12 +349,12 @@ def test_cli_convert_and_skip_bad(class_folder, tmp_path, capsys):
 
 
 def test_opener_table_covers_every_scheme_the_cli_documents(tmp_path):
-    documented = set(re.findall(r"\b([a-z]+):[A-Z]", _SOURCES))  # npz:PATH, tfds:NAME..., not tfds:cifar10:test
+    documented = set(re.findall(r"\b([a-z]+):[A-Z]", SOURCES_HELP))  # npz:PATH, tfds:NAME..., not tfds:cifar10:test
     assert documented == set(OPENERS) == {"npz", "folder", "tfds", "synthetic"}
     for scheme in OPENERS:
         assert source_scheme(f"{scheme}:some/where") == (scheme, "some/where")
     # The bare path form the help documents, even where the path holds a colon.
-    assert "(or a .npz/.npy path)" in _SOURCES
+    assert "(or a .npz/.npy path)" in SOURCES_HELP
     assert source_scheme("runs/set.NPY") == ("npz", "runs/set.NPY")
     assert source_scheme("c:/runs/set.npz") == ("npz", "c:/runs/set.npz")
     np.save(tmp_path / "a:b.npy", np.zeros((2, 4, 4, 3), np.uint8))
