@@ -9,6 +9,14 @@ from jaxagree.agreement import (
 )
 from jaxagree.cka import CKAAccumulator, CKAState, CKAStream, cka_matrix, cka_stream, linear_cka
 from jaxagree.counts import agreement_stats, count_predictions
+from jaxagree.identify import (
+    Identifiability,
+    IdentifiabilityScores,
+    ModelIdentification,
+    identifiability,
+    identifiability_scores,
+    identify_models,
+)
 from jaxagree.sharding import stimulus_mesh
 from jaxagree.stats import AgreementStats, merge_stats
 
@@ -20,6 +28,9 @@ __all__ = [
     "CKAAccumulator",
     "CKAState",
     "CKAStream",
+    "Identifiability",
+    "IdentifiabilityScores",
+    "ModelIdentification",
     "accuracy_bins",
     "agreement_stats",
     "cka_matrix",
@@ -28,6 +39,9 @@ __all__ = [
     "count_predictions",
     "error_consistency",
     "fleiss_kappa",
+    "identifiability",
+    "identifiability_scores",
+    "identify_models",
     "linear_cka",
     "merge_stats",
     "model_accuracy",
