@@ -7,7 +7,18 @@ from jaxagree.agreement import (
     fleiss_kappa,
     per_stimulus_agreement,
 )
-from jaxagree.cka import CKAAccumulator, CKAState, CKAStream, cka_matrix, cka_stream, linear_cka
+from jaxagree.cka import (
+    CKAAccumulator,
+    CKABootstrap,
+    CKAState,
+    CKAStream,
+    bootstrap_indices,
+    bootstrap_weights,
+    cka_bootstrap,
+    cka_matrix,
+    cka_stream,
+    linear_cka,
+)
 from jaxagree.counts import agreement_stats, count_predictions
 from jaxagree.identify import (
     Identifiability,
@@ -26,6 +37,7 @@ __all__ = [
     "AccuracyBins",
     "AgreementStats",
     "CKAAccumulator",
+    "CKABootstrap",
     "CKAState",
     "CKAStream",
     "Identifiability",
@@ -33,6 +45,9 @@ __all__ = [
     "ModelIdentification",
     "accuracy_bins",
     "agreement_stats",
+    "bootstrap_indices",
+    "bootstrap_weights",
+    "cka_bootstrap",
     "cka_matrix",
     "cka_stream",
     "contrastive_stimuli",

@@ -1,19 +1,25 @@
-"""Linear CKA (Kornblith et al. 2019): one pair, every pair of many models, or every pair over
-stimuli streamed in batches. :mod:`jaxagree.cka.plan` is the planning seam for tests and
-benchmarks."""
+"""Linear CKA (Kornblith et al. 2019): one pair, every pair of many models, every pair over
+stimuli streamed in batches, or every pair over bootstrap resamples of the stimuli.
+:mod:`jaxagree.cka.plan` is the planning seam for tests and benchmarks."""
 
 from jaxagree.cka import plan
 from jaxagree.cka._accumulator import CKAAccumulator
+from jaxagree.cka._bootstrap import CKABootstrap, cka_bootstrap
 from jaxagree.cka._checks import check_same_stimuli
 from jaxagree.cka._matrix import cka_matrix, linear_cka
 from jaxagree.cka._moments import CKAState
+from jaxagree.cka._resample import bootstrap_indices, bootstrap_weights
 from jaxagree.cka._stream import CKAStream, cka_stream
 
 __all__ = [
     "CKAAccumulator",
+    "CKABootstrap",
     "CKAState",
     "CKAStream",
+    "bootstrap_indices",
+    "bootstrap_weights",
     "check_same_stimuli",
+    "cka_bootstrap",
     "cka_matrix",
     "cka_stream",
     "linear_cka",
