@@ -7,6 +7,7 @@ from jaxagree.agreement import (
     fleiss_kappa,
     per_stimulus_agreement,
 )
+from jaxagree.analysis import StimulusSetComparison, compare_stimulus_sets, random_sets
 from jaxagree.cka import (
     CKAAccumulator,
     CKABootstrap,
@@ -43,6 +44,7 @@ __all__ = [
     "Identifiability",
     "IdentifiabilityScores",
     "ModelIdentification",
+    "StimulusSetComparison",
     "accuracy_bins",
     "agreement_stats",
     "bootstrap_indices",
@@ -50,6 +52,7 @@ __all__ = [
     "cka_bootstrap",
     "cka_matrix",
     "cka_stream",
+    "compare_stimulus_sets",
     "contrastive_stimuli",
     "count_predictions",
     "error_consistency",
@@ -61,5 +64,6 @@ __all__ = [
     "merge_stats",
     "model_accuracy",
     "per_stimulus_agreement",
+    "random_sets",
     "stimulus_mesh",
 ]

@@ -1,5 +1,6 @@
 """The paper's analyses as library calls: what ``jaxagree agreement`` and ``jaxagree cka``
-compute, for the CLI, the report, the demo and notebooks alike."""
+compute, and stimulus sets compared by how well they tell models apart; for the CLI, the
+report, the demo and notebooks alike."""
 
 from jaxagree.analysis._agreement import (
     AgreementAnalysis,
@@ -9,13 +10,25 @@ from jaxagree.analysis._agreement import (
     default_num_bins,
 )
 from jaxagree.analysis._cka import CKAAnalysis, analyse_cka
+from jaxagree.analysis._sets import (
+    SetDifference,
+    SetScores,
+    StimulusSetComparison,
+    compare_stimulus_sets,
+    random_sets,
+)
 
 __all__ = [
     "AgreementAnalysis",
     "BinResults",
     "CKAAnalysis",
+    "SetDifference",
+    "SetScores",
+    "StimulusSetComparison",
     "analyse_agreement",
     "analyse_cka",
+    "compare_stimulus_sets",
     "default_k",
     "default_num_bins",
+    "random_sets",
 ]
