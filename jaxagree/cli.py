@@ -15,6 +15,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _named_file(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=FILE, got {text!r}")
+    return name.strip(), Path(path)
+
+
 SOURCES_HELP = (
     "SOURCE: npz:PATH (or a .npz/.npy path) holding images uint8 [stimuli, height, width, 3], optionally "
     "labels int [stimuli], ids [stimuli] and categories; folder:PATH, a folder of images (flat, or one "
@@ -111,6 +125,57 @@ def build_parser() -> argparse.ArgumentParser:
         "--matmul-precision", choices=("float32", "tensorfloat32", "bfloat16"), default="float32",
         help="products in float32 (default), TF32 (GPUs) or bfloat16 operands; always float32 accumulation",
     )
+
+    identify = commands.add_parser(
+        "identify", parents=[common],
+        help="how well each stimulus set tells model families apart, with bootstrap intervals",
+        description="FEATURES: an .npz with one [stimuli, dim] array per model, or a folder of .npy files "
+        "(what extract writes under features/LAYER/), all on one stimulus pool. Stimulus sets: 'all' (the "
+        "pool), each --stimuli NAME=FILE, and --random draws. For each set: linear CKA of every pair of models, "
+        "its identifiability against the families (AUC of within- against between-family pairs with a "
+        "label-permutation p-value, 1-NN identification rate, silhouette, AUPRC, conformity; with "
+        "--architectures the architecture identification rate), percentile bootstrap intervals over the set's "
+        "stimuli, and each set minus the baseline (interval, two-sided bootstrap p). Writes identify.json, "
+        "identify.csv (set, num_stimuli, score, value, low, high), identify_scores.png and identify_cka.png.",
+    )
+    identify.add_argument("features", type=Path, metavar="FEATURES",
+                          help="features of every model on one stimulus pool (.npz, or a folder of .npy)")
+    identify.add_argument(
+        "--families", type=Path, required=True, metavar="FILE",
+        help="each model's family: a CSV with columns model, family, or the zoo file (.toml) whose entries "
+        "have 'family' (read only: python: sources are not imported)",
+    )
+    identify.add_argument("--out", type=Path, required=True, metavar="DIR",
+                          help="the folder to write (replaced as a whole; only a jaxagree identify folder)")
+    identify.add_argument(
+        "--stimuli", type=_named_file, action="append", default=[], metavar="NAME=FILE",
+        help="a stimulus set: NAME and a file of stimulus indices into FEATURES (a CSV with an 'index' column, "
+        "e.g. agreement's contrastive.csv, or one index per line); repeat for several sets",
+    )
+    identify.add_argument(
+        "--random", type=_count, metavar="N",
+        help="N random draws (random_0, random_1, ...) of the size of the first --stimuli set, disjoint "
+        "from it (default: 1 when a --stimuli set is given, else 0)",
+    )
+    identify.add_argument(
+        "--baseline", metavar="NAME",
+        help="the set every other set is compared with: all, a --stimuli NAME or random_I "
+        "(default: random_0 when drawn, else none)",
+    )
+    identify.add_argument("--bootstrap", type=_positive_int, default=200, metavar="B",
+                          help="bootstrap resamples of each set's stimuli (default: 200)")
+    identify.add_argument("--permutations", type=_positive_int, default=1000, metavar="P",
+                          help="label permutations for each set's AUC p-value (default: 1000)")
+    identify.add_argument("--debiased", action="store_true", help="unbiased HSIC estimator (Song et al. 2012)")
+    identify.add_argument("--seed", type=int, default=0, metavar="S",
+                          help="seed of the random draws, the resamples and the permutations (default: 0)")
+    identify.add_argument(
+        "--architectures", type=Path, metavar="FILE",
+        help="a CSV with columns model, architecture (models of one architecture trained with several seeds): "
+        "also report how often a model's nearest model is of its own architecture",
+    )
+    identify.add_argument("--max-bytes", type=float, metavar="BYTES",
+                          help="bound on Gram blocks held at once (default: 1/4 of memory)")
 
     extract = commands.add_parser(
         "extract", parents=[common],
@@ -227,6 +292,79 @@ def _run_cka(args) -> int:
     return 0
 
 
+def _read_groups(path: Path, models: list[str]) -> list[str]:
+    """Each model's family, from a CSV (model, family) or a zoo file. A zoo file is only read:
+    ``read_zoo(..., trust_code=True)`` checks a ``python:`` entry's form without importing it
+    (only loading a model runs code), so the families of a trusted or untrusted zoo alike."""
+    from jaxagree._checks import family_of_each
+    from jaxagree.io import read_families
+
+    if path.suffix.lower() != ".toml":
+        families = read_families(path, models)
+    else:
+        from jaxagree.models import read_zoo
+
+        families = {spec.name: spec.family for spec in read_zoo(path, trust_code=True)}
+    return family_of_each(families, models, source=str(path))
+
+
+def _identify_sets(args, num_stimuli: int) -> tuple[dict, str | None]:
+    """The stimulus sets by name (all, --stimuli, --random) and the baseline's name."""
+    import numpy as np
+
+    from jaxagree.analysis import random_sets
+    from jaxagree.io import read_indices
+
+    sets = {"all": np.arange(num_stimuli)}
+    for name, path in args.stimuli:
+        if name in sets or name.startswith("random_"):
+            raise ValueError(f"--stimuli {name}={path}: the name {name!r} is "
+                             + ("taken" if name in sets else "kept for --random draws"))
+        sets[name] = read_indices(path, num_stimuli)
+    count = args.random if args.random is not None else (1 if args.stimuli else 0)
+    if count:
+        if not args.stimuli:
+            raise ValueError("--random: draws take the size of the first --stimuli set; give one")
+        first, path = args.stimuli[0]
+        size = len(sets[first])
+        if 2 * size > num_stimuli:
+            raise ValueError(f"--random: draws of {size} stimuli disjoint from {first!r} ({path}) need at least "
+                             f"{2 * size} stimuli; FEATURES has {num_stimuli}")
+        sets.update(random_sets(num_stimuli, size, count, seed=args.seed, exclude=sets[first]))
+    baseline = args.baseline if args.baseline is not None else ("random_0" if "random_0" in sets else None)
+    if baseline is not None and baseline not in sets:
+        raise ValueError(f"--baseline {baseline!r} is not one of the stimulus sets: {', '.join(sets)}")
+    return sets, baseline
+
+
+def _run_identify(args) -> int:
+    from jaxagree.analysis import compare_stimulus_sets
+    from jaxagree.io import OutputFolder, read_families, read_features
+    from jaxagree.report import identify_line, write_identify_report
+
+    output = OutputFolder(args.out, "identify")
+    features = read_features(args.features)
+    families = _read_groups(args.families, features.models)
+    architectures = None if args.architectures is None else \
+        [read_families(args.architectures, features.models, column="architecture")[m] for m in features.models]
+    sets, baseline = _identify_sets(args, features.features[0].shape[0])
+    comparison = compare_stimulus_sets(
+        features.features, families, sets, baseline=baseline, num_bootstrap=args.bootstrap,
+        debiased=args.debiased, seed=args.seed, num_permutations=args.permutations, architectures=architectures,
+        max_bytes=None if args.max_bytes is None else int(args.max_bytes),
+    )
+    parameters = {"num_permutations": args.permutations, "debiased": args.debiased, "seed": args.seed,
+                  "random_draws": {name: sets[name] for name in sets if name.startswith("random_")}}
+    with output as staging:
+        written = write_identify_report(comparison, features.models, families, staging, parameters=parameters)
+    print(f"{len(features.models)} models in {len(comparison.groups)} families "
+          f"({', '.join(comparison.groups)}), {comparison.num_bootstrap} resamples per set")
+    for name in comparison.sets:
+        print(identify_line(name, comparison))
+    _print_written(output, [Path(p).name for p in written.values()])
+    return 0
+
+
 def _run_extract(args) -> int:
     import os
 
@@ -271,6 +409,8 @@ def _run(args) -> int:
         return _run_agreement(table, args, output)
     if args.command == "cka":
         return _run_cka(args)
+    if args.command == "identify":
+        return _run_identify(args)
     if args.command == "extract":
         return _run_extract(args)
     if args.command == "convert":

@@ -105,21 +105,28 @@ def read_indices(path: str | os.PathLike, num_stimuli: int) -> np.ndarray:
     return check_stimulus_indices(np.array([int(v) for v in values], np.int64), num_stimuli, source=str(path))
 
 
-def read_families(path: str | os.PathLike, models: Sequence[str] | None = None) -> dict[str, str]:
+def read_families(path: str | os.PathLike, models: Sequence[str] | None = None, *,
+                  column: str = "family") -> dict[str, str]:
     """Model -> family from a CSV with columns ``model`` and ``family``; with ``models``, each of
-    them must have a family (the file is named in the error)."""
+    them must have a family (the file is named in the error). ``column`` reads another per-model
+    label the same way (``architecture``: the models that differ only in their seed)."""
     path = Path(path)
-    rows = _csv_rows(path, read_text(path, "model families"), {"model", "family"}, "model families")
+    plural = "families" if column == "family" else f"{column} labels"
+    rows = _csv_rows(path, read_text(path, f"model {plural}"), {"model", column}, f"model {plural}")
     families: dict[str, str] = {}
     for number, row in enumerate(rows, 2):  # line 1 is the header
-        model, family = row.get("model", ""), row.get("family", "")
+        model, family = row.get("model", ""), row.get(column, "")
         if not model or not family:
-            raise ValueError(f"{path}: line {number} has an empty model or family")
+            raise ValueError(f"{path}: line {number} has an empty model or {column}")
         if families.get(model, family) != family:
-            raise ValueError(f"{path}: model {model!r} is given two families ({families[model]!r}, {family!r})")
+            raise ValueError(f"{path}: model {model!r} is given two {plural} ({families[model]!r}, {family!r})")
         families[model] = family
     if models is not None:
-        family_of_each(families, models, source=str(path))
+        if column == "family":
+            family_of_each(families, models, source=str(path))
+        elif missing := [m for m in models if m not in families]:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise ValueError(f"{path}: no {column} for model(s) {', '.join(map(repr, missing[:5]))}{more}")
     return families
 
 
