@@ -349,7 +349,7 @@ def _run_identify(args) -> int:
         [read_families(args.architectures, features.models, column="architecture")[m] for m in features.models]
     sets, baseline = _identify_sets(args, features.features[0].shape[0])
     comparison = compare_stimulus_sets(
-        features.features, families, sets, baseline=baseline, num_bootstrap=args.bootstrap,
+        dict(zip(features.models, features.features)), families, sets, baseline=baseline, num_bootstrap=args.bootstrap,
         debiased=args.debiased, seed=args.seed, num_permutations=args.permutations, architectures=architectures,
         max_bytes=None if args.max_bytes is None else int(args.max_bytes),
     )

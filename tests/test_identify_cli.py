@@ -214,3 +214,14 @@ def test_random_draws_need_room_beside_the_set(inputs, tmp_path, capsys):
     path.write_text("\n".join(map(str, range(70))))
     err = bad(inputs, tmp_path, capsys, "--stimuli", f"big={path}")
     assert f"--random: draws of 70 stimuli disjoint from 'big' ({path}) need at least 140 stimuli" in err
+
+
+def test_features_on_different_stimuli(inputs, tmp_path, capsys):
+    folder, features = inputs
+    arrays = dict(zip(MODELS, features))
+    arrays["m3"] = arrays["m3"][:-1]
+    np.savez(tmp_path / "ragged.npz", **arrays)
+    code = main(["identify", str(tmp_path / "ragged.npz"), "--families", str(folder / "families.csv"),
+                 "--out", str(tmp_path / "out"), *FAST])
+    assert code == 2 and not (tmp_path / "out").exists()
+    assert "model 'm3' has 119 stimuli but model 'm0' has 120" in capsys.readouterr().err
