@@ -295,7 +295,8 @@ def _run_cka(args) -> int:
 def _read_groups(path: Path, models: list[str]) -> list[str]:
     """Each model's family, from a CSV (model, family) or a zoo file. A zoo file is only read:
     ``read_zoo(..., trust_code=True)`` checks a ``python:`` entry's form without importing it
-    (only loading a model runs code), so the families of a trusted or untrusted zoo alike."""
+    (only loading a model runs code), so any zoo file's families are read, trusted or not; the
+    zoo test with an unimportable ``python:`` module guards this."""
     from jaxagree._checks import family_of_each
     from jaxagree.io import read_families
 
