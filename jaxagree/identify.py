@@ -4,6 +4,8 @@
 Any square similarity works (CKA, error consistency, agreement; higher = more similar). Only the
 strict upper triangle is read: ``S[i, j]`` with ``i < j`` stands for both orders (asymmetry up to
 :data:`SYMMETRY_RTOL` is accepted as rounding) and the diagonal is ignored. Values are float32.
+A matrix costs O(models**2 log models) (ranks by sorting, no pair-by-pair loop); the permutation
+test O(num_permutations * models**2), in one jitted call.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class IdentifiabilityScores(NamedTuple):
       conformity: the share of triples (anchor ``i``, ``j`` of its group, ``k`` of another) with
         ``S[i, j] > S[i, k]``; a tie counts against, as ReSi's violation rate counts it. In the
         spirit of ReSi's conformity rate (its code pools pairs per group instead of sharing the
-        anchor; pooled over all pairs with ties as one half, that is ``auc``). Chance: about 0.5.
+        anchor; pooled over all pairs with ties as one half, that is ``auc``). Chance: 0.5 less ties.
     """
 
     auc: Float[Array, "*replicates"]
@@ -87,7 +89,8 @@ class ModelIdentification(NamedTuple):
         (equal to ``knn_accuracy``).
       margin: ``float32 [..., models]``, similarity to the most similar model of the target's group
         minus that to the most similar model of another group: positive means identified, 0 is a
-        tie settled by index; NaN where ``same_group`` is. Its scale is the similarity's own.
+        tie settled by index; NaN where ``same_group`` is. A score difference in the spirit of Han,
+        Poggio & Cheung's (2023) identifiability index, not normalised: its scale is the similarity's.
       same_architecture, architecture_rate: the same for ``architectures``; None without them, and
         the rate is NaN when no model shares its architecture with another.
     """
@@ -102,25 +105,63 @@ class ModelIdentification(NamedTuple):
 
 def _sum(x: Float[Array, " n"]) -> Float[Array, ""]:
     """Sum in two levels: float32 rank sums of a million pairs stay accurate to about 1e-7."""
-    width = 512
-    return jnp.pad(x, (0, (-x.size) % width)).reshape(-1, width).sum(-1).sum()
+    return jnp.pad(x, (0, (-x.size) % 512)).reshape(-1, 512).sum(-1).sum()
 
 
-def _pair_auc(
-    centred: Float[Array, " pairs"], within: Bool[Array, " pairs"], n_within: Float[Array, ""]
-) -> Float[Array, ""]:
-    # Mann-Whitney on average ranks: AUC - 1/2 = sum over within pairs of (rank - (pairs + 1) / 2)
-    # / (n_within n_between); ``centred`` holds twice those terms, whole numbers.
-    n_between = centred.size - n_within
-    return 0.5 + _sum(jnp.where(within, centred, 0.0)) / (2.0 * n_within * n_between)
-
-
-def _centred_ranks(values: Float[Array, " pairs"]) -> tuple[Float[Array, " pairs"], Integer[Array, " pairs"]]:
-    """(twice each value's average rank minus ``pairs + 1``, how many values are smaller)."""
+def _ranks(values: Float[Array, " pairs"]) -> tuple[Float[Array, " pairs"], Integer[Array, " pairs"]]:
+    """(twice each value's average rank minus ``pairs + 1``, a whole number; how many are smaller)."""
     ordered = jnp.sort(values)
     below = jnp.searchsorted(ordered, values, side="left")
     through = jnp.searchsorted(ordered, values, side="right")
     return (below + through - values.size).astype(jnp.float32), below
+
+
+def _auc(
+    centred: Float[Array, " pairs"], within: Bool[Array, " pairs"], n_within: Float[Array, ""]
+) -> Float[Array, ""]:
+    # Mann-Whitney on average ranks: AUC - 1/2 = sum over within pairs of (rank - (pairs + 1) / 2)
+    # / (n_within n_between), which keeps float32 sums small.
+    return 0.5 + _sum(jnp.where(within, centred, 0.0)) / (2.0 * n_within * (centred.size - n_within))
+
+
+def _auprc(
+    values: Float[Array, " pairs"], below: Integer[Array, " pairs"], within: Bool[Array, " pairs"],
+    n_within: Float[Array, ""],
+) -> Float[Array, ""]:
+    # The mean over within pairs of the precision at their own score: (within pairs scoring >= it)
+    # / (pairs scoring >= it); tied pairs share one threshold, as in scikit-learn.
+    within_ordered = jnp.sort(jnp.where(within, values, -jnp.inf))
+    within_below = jnp.searchsorted(within_ordered, values, side="left") - (values.size - n_within)
+    return _sum(jnp.where(within, (n_within - within_below) / (values.size - below), 0.0)) / n_within
+
+
+def _conformity(s: Float[Array, "models models"], sibling: Bool[Array, "models models"],
+                other: Bool[Array, "models models"]) -> Float[Array, ""]:
+    # Per anchor row: how many other-group partners are strictly less similar than each sibling.
+    other_ordered = jnp.sort(jnp.where(other, s, jnp.inf), axis=-1)
+    beaten = jax.vmap(partial(jnp.searchsorted, side="left"))(other_ordered, s)
+    won = jnp.where(sibling, beaten, 0).sum(-1).astype(jnp.float32).sum()
+    return won / (sibling.sum(-1) * other.sum(-1)).astype(jnp.float32).sum()
+
+
+def _nearest(s: Float[Array, "models models"]) -> Int[Array, " models"]:
+    # argmax keeps the first maximum: a tie goes to the lower index.
+    return jnp.argmax(jnp.where(jnp.eye(s.shape[0], dtype=bool), -jnp.inf, s), axis=-1).astype(jnp.int32)
+
+
+def _silhouette(s: Float[Array, "models models"], ids: Int[Array, " models"], num_groups: int) -> Float[Array, ""]:
+    eye = jnp.eye(s.shape[0], dtype=bool)
+    onehot = jax.nn.one_hot(ids, num_groups, dtype=jnp.float32)
+    sizes = onehot.sum(0)
+    distance = jnp.where(eye, 0.0, jnp.maximum(1.0 - s, 0.0))
+    totals = jnp.matmul(distance, onehot, precision=jax.lax.Precision.HIGHEST)  # [models, groups]
+    own_size = sizes[ids]
+    a = jnp.take_along_axis(totals, ids[:, None], 1)[:, 0] / jnp.maximum(own_size - 1.0, 1.0)
+    means = jnp.where(sizes > 0, totals / jnp.maximum(sizes, 1.0), jnp.inf)  # an unused id is no group
+    b = jnp.where(jnp.arange(num_groups) == ids[:, None], jnp.inf, means).min(-1)
+    width = jnp.maximum(a, b)
+    sample = jnp.where((own_size > 1) & (width > 0), (b - a) / jnp.where(width > 0, width, 1.0), 0.0)
+    return jnp.where(jnp.where(eye, True, s <= SILHOUETTE_MAX_SIMILARITY).all(), sample.mean(), jnp.nan)
 
 
 def _symmetric(similarity: Float[Array, "models models"]) -> Float[Array, "models models"]:
@@ -132,48 +173,18 @@ def _symmetric(similarity: Float[Array, "models models"]) -> Float[Array, "model
 def _scores(
     similarity: Float[Array, "models models"], ids: Int[Array, " models"], num_groups: int
 ) -> IdentifiabilityScores:
-    m = similarity.shape[0]
-    rows, cols = np.triu_indices(m, 1)
-    eye = jnp.eye(m, dtype=bool)
+    eye = jnp.eye(similarity.shape[0], dtype=bool)
     finite = jnp.isfinite(jnp.where(eye, 0.0, similarity)).all()
     s = _symmetric(jnp.where(finite, similarity, 0.0))
+    rows, cols = np.triu_indices(s.shape[0], 1)
     values, within = s[rows, cols], ids[rows] == ids[cols]
     n_within = within.sum().astype(jnp.float32)
-    centred, below = _centred_ranks(values)
-    auc = _pair_auc(centred, within, n_within)
-    # Average precision = mean over within pairs of the precision at their own score:
-    # (within pairs scoring >= it) / (pairs scoring >= it).
-    within_ordered = jnp.sort(jnp.where(within, values, -jnp.inf))
-    between_count = values.size - n_within
-    within_at_least = n_within - (jnp.searchsorted(within_ordered, values, side="left") - between_count)
-    precision = within_at_least / (values.size - below).astype(jnp.float32)
-    auprc = _sum(jnp.where(within, precision, 0.0)) / n_within
-
+    centred, below = _ranks(values)
     same = ids[:, None] == ids[None, :]
-    sibling, other = same & ~eye, ~same
-    # Per anchor row: how many other-group partners are strictly less similar than each sibling.
-    other_ordered = jnp.sort(jnp.where(other, s, jnp.inf), axis=-1)
-    beaten = jax.vmap(partial(jnp.searchsorted, side="left"))(other_ordered, s)
-    won = jnp.where(sibling, beaten, 0).sum(-1).astype(jnp.float32).sum()
-    conformity = won / (sibling.sum(-1) * other.sum(-1)).astype(jnp.float32).sum()
-
-    nearest = jnp.argmax(jnp.where(eye, -jnp.inf, s), axis=-1)  # the first maximum: the lower index
-    has_sibling = sibling.any(-1)
-    knn = (has_sibling & (ids[nearest] == ids)).sum() / has_sibling.sum()
-
-    onehot = jax.nn.one_hot(ids, num_groups, dtype=jnp.float32)
-    sizes = onehot.sum(0)
-    distance = jnp.where(eye, 0.0, jnp.maximum(1.0 - s, 0.0))
-    totals = jnp.matmul(distance, onehot, precision=jax.lax.Precision.HIGHEST)
-    own_size = sizes[ids]
-    a = jnp.take_along_axis(totals, ids[:, None], 1)[:, 0] / jnp.maximum(own_size - 1.0, 1.0)
-    means = jnp.where(sizes > 0, totals / jnp.maximum(sizes, 1.0), jnp.inf)  # an unused id is no group
-    b = jnp.where(jnp.arange(num_groups) == ids[:, None], jnp.inf, means).min(-1)
-    width = jnp.maximum(a, b)
-    sample = jnp.where((own_size > 1) & (width > 0), (b - a) / jnp.where(width > 0, width, 1.0), 0.0)
-    in_range = jnp.where(eye, True, s <= SILHOUETTE_MAX_SIMILARITY).all()
-    silhouette = jnp.where(in_range, sample.mean(), jnp.nan)
-    scores = IdentifiabilityScores(auc, knn, silhouette, auprc, conformity)
+    has_sibling = (same & ~eye).any(-1)
+    knn = (has_sibling & (ids[_nearest(s)] == ids)).sum() / has_sibling.sum()
+    scores = (_auc(centred, within, n_within), knn, _silhouette(s, ids, num_groups),
+              _auprc(values, below, within, n_within), _conformity(s, same & ~eye, ~same))
     return IdentifiabilityScores(*(jnp.where(finite, x.astype(jnp.float32), jnp.nan) for x in scores))
 
 
@@ -185,15 +196,15 @@ def _permutation_p_value(
     rows, cols = np.triu_indices(m, 1)
     # Shuffling labels moves no similarity: the ranks are computed once, and each permutation only
     # changes which pairs are within-group (their number stays: the group sizes do).
-    centred, _ = _centred_ranks(similarity[rows, cols])
+    centred, _ = _ranks(similarity[rows, cols])
     n_within = (ids[rows] == ids[cols]).sum().astype(jnp.float32)
-    auc = lambda labels: _pair_auc(centred, labels[rows] == labels[cols], n_within)
-    observed = auc(ids)
+    auc = lambda labels: _auc(centred, labels[rows] == labels[cols], n_within)
     orders = jax.vmap(lambda k: jax.random.permutation(k, m))(jax.random.split(key, num_permutations))
     # [permutations, pairs] masks a batch at a time: about 2**22 pair slots in memory.
-    batch = max(1, min(num_permutations, 2**22 // max(len(rows), 1)))
+    batch = max(1, min(num_permutations, 2**22 // len(rows)))
     null = jax.lax.map(lambda order: auc(ids[order]), orders, batch_size=batch)
-    return ((1.0 + (null >= observed - P_VALUE_ATOL).sum()) / (1.0 + num_permutations)).astype(jnp.float32)
+    reached = (null >= auc(ids) - P_VALUE_ATOL).sum()
+    return ((1.0 + reached) / (1.0 + num_permutations)).astype(jnp.float32)
 
 
 @jax.jit
@@ -201,23 +212,22 @@ def _identify(
     similarity: Float[Array, "models models"], ids: Int[Array, " models"]
 ) -> tuple[Int[Array, " models"], Float[Array, " models"], Float[Array, " models"]]:
     """(nearest, same label or NaN, margin or NaN) of each target."""
-    m = similarity.shape[0]
-    eye = jnp.eye(m, dtype=bool)
-    s = jnp.where(eye, -jnp.inf, _symmetric(similarity))
-    nearest = jnp.argmax(s, axis=-1)  # the first maximum: the lower index
+    s = _symmetric(similarity)
+    nearest = _nearest(s)
+    eye = jnp.eye(s.shape[0], dtype=bool)
     same = ids[:, None] == ids[None, :]
     has_sibling = (same & ~eye).any(-1)
     hit = jnp.where(has_sibling, (ids[nearest] == ids).astype(jnp.float32), jnp.nan)
-    margin = jnp.where(same, s, -jnp.inf).max(-1) - jnp.where(same, -jnp.inf, s).max(-1)
-    return nearest.astype(jnp.int32), hit, jnp.where(has_sibling, margin, jnp.nan)
+    margin = jnp.where(same & ~eye, s, -jnp.inf).max(-1) - jnp.where(same, -jnp.inf, s).max(-1)
+    return nearest, hit, jnp.where(has_sibling, margin, jnp.nan)
 
 
-def _check_similarity(similarity, *, batched: bool) -> jax.Array | np.ndarray:
-    """float32 ``[*replicates, models, models]``; finite, square and symmetric where not traced
-    (a batched stack's non-finite replicates are allowed: their scores are NaN)."""
+def _check_similarity(similarity, *, batched: bool) -> jax.Array:
+    """float32 ``[*replicates, models, models]``: square, real, at least 3 models; where not traced
+    also symmetric, and finite off the diagonal unless ``batched`` (such replicates score NaN)."""
     x = similarity if hasattr(similarity, "dtype") else np.asarray(similarity)
-    axes = "replicates, models, models" if batched else "models, models"
     if x.ndim not in ((2, 3) if batched else (2,)) or x.shape[-1] != x.shape[-2]:
+        axes = "replicates, models, models" if batched else "models, models"
         raise ValueError(f"similarity must be a square matrix [{axes}], got shape {tuple(x.shape)}")
     if x.dtype == bool or not (jnp.issubdtype(x.dtype, jnp.integer) or jnp.issubdtype(x.dtype, jnp.floating)):
         raise ValueError(f"similarity must be a real-valued array, got dtype {x.dtype}")
@@ -228,20 +238,18 @@ def _check_similarity(similarity, *, batched: bool) -> jax.Array | np.ndarray:
         return x.astype(jnp.float32)
     host = np.asarray(x, np.float32)
     where = lambda i: (f"replicate {i[0]}, " if host.ndim == 3 else "") + f"model {i[-2]}, model {i[-1]}"
-    off = ~np.eye(host.shape[-1], dtype=bool)
-    bad = ~np.isfinite(host) & off
+    first = lambda flags: tuple(int(i) for i in np.argwhere(flags)[0])
+    bad = ~np.isfinite(host) & ~np.eye(host.shape[-1], dtype=bool)
     if bad.any() and not batched:
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"similarity[{where(index)}] is {host[index]}; every off-diagonal similarity must "
-                         "be finite (a model with constant features has a NaN CKA: leave it out)")
+        raise ValueError(f"similarity[{where(first(bad))}] is {host[first(bad)]}; every off-diagonal similarity "
+                         "must be finite (a model with constant features has a NaN CKA: leave it out)")
     swapped = np.swapaxes(host, -1, -2)
     with np.errstate(invalid="ignore"):
         apart = np.abs(host - swapped) > SYMMETRY_RTOL * np.maximum(1.0, np.maximum(np.abs(host), np.abs(swapped)))
     if apart.any():
-        index = tuple(int(i) for i in np.argwhere(apart)[0])
-        flipped = index[:-2] + index[:-3:-1]
-        raise ValueError(f"similarity is not symmetric: similarity[{where(index)}] = {host[index]} but "
-                         f"[{where(flipped)}] = {host[flipped]} (relative tolerance {SYMMETRY_RTOL})")
+        i = first(apart)
+        raise ValueError(f"similarity is not symmetric: similarity[{where(i)}] = {host[i]} but "
+                         f"[{where(i[:-2] + i[:-3:-1])}] = {swapped[i]} (relative tolerance {SYMMETRY_RTOL})")
     return jnp.asarray(host)
 
 
@@ -321,26 +329,23 @@ def identifiability(
     num_permutations = require_positive_int("num_permutations", num_permutations)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer, got {seed!r}")
-    ids = jnp.asarray(ids)
-    scores = _scores(s, ids, len(names))
-    p_value = _permutation_p_value(s, ids, jax.random.key(seed), num_permutations)
-    return Identifiability(scores.auc, scores.knn_accuracy, scores.silhouette, p_value, scores.auprc,
-                           scores.conformity)
+    scores = _scores(s, jnp.asarray(ids), len(names))
+    p_value = _permutation_p_value(s, jnp.asarray(ids), jax.random.key(seed), num_permutations)
+    return Identifiability(*scores[:3], p_value, *scores[3:])
 
 
 @no_type_check  # validates its input itself, with ValueErrors that name the culprit
 def identify_models(
     similarity: Float[AnyArray, "*replicates models models"], groups, *, architectures=None
 ) -> ModelIdentification:
-    """Model recovery (Han, Poggio & Cheung 2023; Avitan & Golan 2025): with each model as the
-    target, does its most similar other model come from its group, and from its architecture?
+    """Model recovery, as Han, Poggio & Cheung (2023) and Avitan & Golan (2025) ask it: with each
+    model as the target, is its most similar other model of its group, and of its architecture?
 
     Args:
       similarity: ``[models, models]`` or ``[replicates, models, models]`` (bootstrap replicates:
-        a replicate with a non-finite off-diagonal value gives NaN rates).
+        one with a non-finite off-diagonal value gives NaN, and ``nearest`` -1).
       groups: ``[models]`` labels (families), as for :func:`identifiability`.
-      architectures: optional ``[models]`` labels, e.g. one per architecture trained with several
-        seeds: is the target's nearest model a sibling of the same architecture?
+      architectures: optional ``[models]`` labels, e.g. one architecture trained with several seeds.
 
     Returns:
       :class:`ModelIdentification`.
@@ -351,14 +356,14 @@ def identify_models(
     stack = x.reshape(-1, *x.shape[-2:])
     finite = jnp.isfinite(jnp.where(jnp.eye(x.shape[-1], dtype=bool), 0.0, stack)).all((-1, -2))[:, None]
     nearest, same_group, margin = jax.vmap(_identify, in_axes=(0, None))(stack, jnp.asarray(ids))
-    same_group, margin = (jnp.where(finite, v, jnp.nan) for v in (same_group, margin))
-    nearest = jnp.where(finite, nearest, -1)
+    nearest, same_group, margin = (jnp.where(finite, v, fill) for v, fill in
+                                   ((nearest, -1), (same_group, jnp.nan), (margin, jnp.nan)))
     same_architecture = None
     if architectures is not None:
-        arch_ids, _ = encode_groups(architectures, x.shape[-1], name="architectures")
-        hit = jnp.asarray(arch_ids)[nearest] == jnp.asarray(arch_ids)
-        shared = jnp.asarray((arch_ids[:, None] == arch_ids[None, :]).sum(-1) > 1)
-        same_architecture = jnp.where(shared & finite, hit.astype(jnp.float32), jnp.nan)
+        arch, _ = encode_groups(architectures, x.shape[-1], name="architectures")
+        shared = (arch[:, None] == arch[None, :]).sum(-1) > 1
+        hit = (jnp.asarray(arch)[nearest] == arch).astype(jnp.float32)
+        same_architecture = jnp.where(shared & finite, hit, jnp.nan)
     batch = x.shape[:-2]
     rate = lambda v: None if v is None else jnp.nanmean(v, -1).reshape(batch)
     shape = lambda v: None if v is None else v.reshape(*batch, -1)
