@@ -171,7 +171,7 @@ def build_files(d: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # The table: (case id, command arguments with {d} for the folder, substrings the error must hold)
 
-A, F = ["agreement"], ["cka"]
+A, F, ID = ["agreement"], ["cka"], ["identify"]
 
 
 def _agreement(name, *extra):
@@ -257,6 +257,17 @@ CASES = [
     ("cka-families-header-only", [*F, "{d}/features.npz", "--families", "{d}/header_families.csv"],
      ["header_families.csv", "net0"]),
     ("cka-out-is-a-file", [*F, "{d}/features.npz", "--out", "{d}/good.npy"], ["good.npy", "is a file"]),
+    # identify: features, families and stimulus sets (the readers cka uses, and its own checks)
+    ("identify-npz-huge-values", [*ID, "{d}/huge_features.npz", "--families", "{d}/families.csv"], ["net1", "inf"]),
+    ("identify-npz-mismatched-stimuli", [*ID, "{d}/stimuli_features.npz", "--families", "{d}/families.csv"],
+     ["net1", "15"]),
+    ("identify-families-header-only", [*ID, "{d}/features.npz", "--families", "{d}/header_families.csv"],
+     ["header_families.csv", "net0"]),
+    ("identify-families-non-utf8", [*ID, "{d}/features.npz", "--families", "{d}/nonutf8_families.csv"],
+     ["nonutf8_families.csv", "UTF-8"]),
+    ("identify-indices-huge", [*ID, "{d}/features.npz", "--families", "{d}/families.csv", "--stimuli",
+                               "contrastive={d}/huge_indices.txt"], ["huge_indices.txt", "outside"]),
+    ("identify-zoo-truncated", [*ID, "{d}/features.npz", "--families", "{d}/truncated.toml"], ["truncated.toml"]),
     # extract: zoo files
     ("extract-zoo-empty", ["extract", "--zoo", "{d}/empty.toml", "--stimuli", "npz:{d}/images.npz"],
      ["empty.toml", "no [[model]]"]),
@@ -307,7 +318,7 @@ CASES = [
 
 def _argv(case_id: str, argv: list[str], folder: Path) -> list[str]:
     argv = [a.replace("{d}", str(folder)) for a in argv]
-    if argv[0] in ("agreement", "cka", "extract") and "--out" not in argv:
+    if argv[0] in ("agreement", "cka", "identify", "extract") and "--out" not in argv:
         argv += ["--out", str(folder / "out" / case_id)]
     if argv[0] in ("extract", "convert", "prepare-imagenet"):
         argv.append("--no-progress")
@@ -360,7 +371,7 @@ def test_memory_stayed_bounded(outcomes):
 
 def test_every_command_with_inputs_has_cases():
     commands = {argv[0] for _, argv, _ in CASES}
-    assert commands == {"agreement", "cka", "extract", "convert", "prepare-imagenet"}
+    assert commands == {"agreement", "cka", "identify", "extract", "convert", "prepare-imagenet"}
 
 
 def test_the_file_builders_make_what_they_claim(tmp_path):
