@@ -64,21 +64,17 @@ def test_each_replicate_is_cka_matrix_of_its_gathered_resample(debiased, form, d
 def test_tiles_and_replicate_chunks_do_not_change_the_result(monkeypatch, fallbacks):
     rng = np.random.default_rng(5)
     models = models_of(rng, 40, (6, 10, 4, 8, 5))
-    whole = ja.cka_bootstrap(models, num_bootstrap=7, seed=2)
-    support = _bootstrap.support_bound(ja.bootstrap_weights(whole.indices, 40))
-    per_model = _bootstrap.bootstrap_model_bytes(40, 10, 7, support)
-    fixed = 4 * (5 * 40**2 + 2 * 40 * 10)
-    max_bytes = fixed + 2 * 2 * per_model  # five models in tiles of two (a ragged last tile)
-    assert _bootstrap.bootstrap_plan(5, 40, 10, 7, support, max_bytes).block == 2
-    tiled = ja.cka_bootstrap(models, num_bootstrap=7, seed=2, max_bytes=max_bytes)
-    np.testing.assert_allclose(tiled.replicates, whole.replicates, atol=1e-6)
-    # Debiased, replicates in chunks of 3 (the last padded) and tiles of two.
     whole = ja.cka_bootstrap(models, num_bootstrap=7, seed=2, debiased=True)
+    support = _bootstrap.support_bound(ja.bootstrap_weights(whole.indices, 40))
+    max_bytes = _bootstrap.bootstrap_bytes(4, 40, 10, 7, support)
+    assert _bootstrap.bootstrap_plan(5, 40, 10, 7, support, max_bytes) == (2, 7)
+    assert _bootstrap.bootstrap_plan(5, 40, 10, 7, support, max_bytes + 10**6) == (5, 7)
+    # Five models in tiles of two (a ragged last tile), replicates in chunks of three (the last padded).
     monkeypatch.setattr(_bootstrap, "bootstrap_plan", lambda *args: _bootstrap.BootstrapPlan(2, 3))
-    chunked = ja.cka_bootstrap(models, num_bootstrap=7, seed=2, debiased=True)
-    np.testing.assert_allclose(chunked.replicates, whole.replicates, atol=1e-6)
-    np.testing.assert_allclose(chunked.replicates, gathered_reference(models, chunked, True), atol=2e-6)
-    assert len(fallbacks) == 4  # the four estimates
+    tiled = ja.cka_bootstrap(models, num_bootstrap=7, seed=2, debiased=True)
+    np.testing.assert_allclose(tiled.replicates, whole.replicates, atol=1e-6)
+    np.testing.assert_allclose(tiled.replicates, gathered_reference(models, tiled, True), atol=2e-6)
+    assert len(fallbacks) == 2  # the two estimates
 
 
 def test_draws_are_deterministic_reusable_and_have_the_right_marginals():
@@ -192,7 +188,7 @@ BAD = [
     ({"stimuli": [0, 12]}, r"stimuli: stimulus index 12 is outside \[0, 12\)"),
     ({"stimuli": [4]}, "stimuli: 1 stimuli; biased CKA needs at least 2"),
     ({"stimuli": [4, 5, 6], "debiased": True}, "stimuli: 3 stimuli; debiased CKA needs at least 4"),
-    ({"max_bytes": 1000}, "max_bytes=1000 cannot hold the Gram pairs of one model"),
+    ({"max_bytes": 1000}, "max_bytes=1000 cannot hold the Gram pairs of two models"),
 ]
 
 

@@ -87,6 +87,24 @@ def test_cka_benchmark_fails_on_a_wrong_answer(monkeypatch):
         bench_cka.run_case(*bench_cka.QUICK_CASES[0], rate=1e10, repeats=1, peers=set())
 
 
+def test_bootstrap_benchmark_quick_run():
+    from benchmarks import bench_bootstrap
+
+    table = bench_bootstrap.main(["--quick", "--no-save"])
+    assert column(table, "models x stimuli x dims") == ["6 x 64 x 16"]
+    assert float(column(table, "max abs diff vs loop")[0]) <= 1e-6  # every replicate against its gathered resample
+
+
+def test_bootstrap_benchmark_fails_on_a_wrong_answer(monkeypatch):
+    from benchmarks import bench_bootstrap
+
+    right = ja.cka_bootstrap
+    monkeypatch.setattr(ja, "cka_bootstrap", lambda *args, **kwargs: (lambda r: r._replace(
+        replicates=r.replicates * 0.999))(right(*args, **kwargs)))
+    with pytest.raises(AssertionError, match="6 x 64 x 16: a replicate differs from cka_matrix of its gathered"):
+        bench_bootstrap.run_case(*bench_bootstrap.QUICK_CASES[0], rate=1e10, quick=True)
+
+
 def test_device_benchmark_quick_run(monkeypatch):
     from benchmarks import device_cka
 

@@ -49,12 +49,15 @@ class BootstrapPlan(NamedTuple):
     chunk: int  # replicates per call
 
 
-def bootstrap_model_bytes(num_stimuli: int, dim: int, chunk: int, support: int) -> int:
-    """Bytes held per model of a tile: its features over the set, its Gram's pairs (twice while
-    they are laid out), its diagonal, its ``Kw`` for a chunk of replicates (twice), and one
-    replicate's gathered, centred cells (twice)."""
-    n = num_stimuli
-    return 4 * (n * dim + 2 * n * (n // 2) + n + 2 * chunk * n + 2 * support * (support // 2))
+def bootstrap_bytes(num_models: int, num_stimuli: int, dim: int, chunk: int, support: int) -> int:
+    """Bytes held for ``num_models`` models at once: per model its features over the set, its
+    Gram's diagonal, and the larger of what laying out and what resampling hold (laying out: its
+    Gram's pairs and its ``Kw`` for a chunk of replicates, each twice while transposed;
+    resampling: those once and one replicate's gathered, centred cells); plus one model's Gram
+    while it is laid out."""
+    n, pairs, cells = num_stimuli, num_stimuli * (num_stimuli // 2), support * (support // 2)
+    per_model = n * dim + n + max(2 * pairs + 2 * chunk * n, pairs + chunk * n + cells)
+    return 4 * (num_models * per_model + 5 * n * n + 2 * n * dim)
 
 
 def bootstrap_plan(num_models: int, num_stimuli: int, dim: int, num_bootstrap: int, support: int,
@@ -64,14 +67,14 @@ def bootstrap_plan(num_models: int, num_stimuli: int, dim: int, num_bootstrap: i
     than the pairs)."""
     calls = -(-num_bootstrap // max(256, num_stimuli // 2))
     chunk = -(-num_bootstrap // calls)
-    per_model = bootstrap_model_bytes(num_stimuli, dim, chunk, support)
-    fixed = 4 * (5 * num_stimuli**2 + 2 * num_stimuli * dim)  # one model's Gram while it is laid out
-    if num_models * per_model + fixed <= max_bytes:
+    shape = (num_stimuli, dim, chunk, support)
+    if bootstrap_bytes(num_models, *shape) <= max_bytes:
         return BootstrapPlan(num_models, chunk)
+    fixed, per_model = bootstrap_bytes(0, *shape), bootstrap_bytes(1, *shape) - bootstrap_bytes(0, *shape)
     block = (max_bytes - fixed) // (2 * per_model)
     if block < 1:
         raise ValueError(
-            f"max_bytes={max_bytes} cannot hold the Gram pairs of one model ({per_model + fixed} bytes at "
+            f"max_bytes={max_bytes} cannot hold the Gram pairs of two models ({fixed + 2 * per_model} bytes at "
             f"{num_stimuli} stimuli x {dim} dims); raise max_bytes or use fewer stimuli"
         )
     return BootstrapPlan(int(block), chunk)
@@ -235,4 +238,4 @@ def cka_bootstrap(
     return CKABootstrap(jnp.asarray(replicates, jnp.float32), estimate, draws, jnp.asarray(set_indices, jnp.int32))
 
 
-__all__ = ["CKABootstrap", "bootstrap_model_bytes", "bootstrap_plan", "cka_bootstrap", "check_replicate_indices"]
+__all__ = ["CKABootstrap", "bootstrap_bytes", "bootstrap_plan", "cka_bootstrap", "check_replicate_indices"]
