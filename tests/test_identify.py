@@ -75,8 +75,8 @@ def check_against_references(result, s, groups):
     assert float(result.knn_accuracy) == pytest.approx(knn_accuracy(s, groups), abs=1e-6)
 
 
-@settings(max_examples=max(5, settings.default.max_examples // 2))  # each new size compiles
-@given(seed=st.integers(0, 2**16), m=st.integers(3, 14), num_groups=st.integers(2, 4), decimals=st.sampled_from([1, 3]))
+@settings(max_examples=max(5, settings.default.max_examples // 2))  # four sizes: four compilations
+@given(seed=st.integers(0, 2**16), m=st.sampled_from([3, 5, 8, 14]), num_groups=st.integers(2, 4), decimals=st.sampled_from([1, 3]))
 def test_scores_match_pair_by_pair_references_and_scikit_learn(seed, m, num_groups, decimals):
     s, groups = random_case(seed, m, num_groups, decimals)
     result = ja.identifiability(s, groups, num_permutations=50)
