@@ -29,6 +29,14 @@ from jaxagree.identify import (
     identifiability_scores,
     identify_models,
 )
+from jaxagree.search import (
+    CandidateRanking,
+    Persistence,
+    StimulusSelection,
+    persistence,
+    rank_candidates,
+    select_stimuli,
+)
 from jaxagree.sharding import stimulus_mesh
 from jaxagree.stats import AgreementStats, merge_stats
 
@@ -41,9 +49,12 @@ __all__ = [
     "CKABootstrap",
     "CKAState",
     "CKAStream",
+    "CandidateRanking",
     "Identifiability",
     "IdentifiabilityScores",
     "ModelIdentification",
+    "Persistence",
+    "StimulusSelection",
     "StimulusSetComparison",
     "accuracy_bins",
     "agreement_stats",
@@ -64,6 +75,9 @@ __all__ = [
     "merge_stats",
     "model_accuracy",
     "per_stimulus_agreement",
+    "persistence",
     "random_sets",
+    "rank_candidates",
+    "select_stimuli",
     "stimulus_mesh",
 ]
