@@ -2,6 +2,7 @@
 candidate ranking on planted disagreement, greedy stimulus selection on planted families with
 a held-out check, and bad input."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -45,6 +46,9 @@ def test_persistence_matches_reference(seed):
     np.testing.assert_allclose(result.persistence, kept, atol=1e-6)
     np.testing.assert_allclose(result.overlap, overlap, atol=1e-6)
     assert set(np.flatnonzero(result.common).tolist()) == common
+    jitted = jax.jit(lambda a: ja.persistence(a, k))(jnp.asarray(agreement))
+    for got, want in zip(jitted, result):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_persistence_per_accuracy_bin():
@@ -207,14 +211,22 @@ def test_select_stimuli_finds_planted_stimuli_and_generalises(seed):
 
 
 def test_select_stimuli_uses_only_the_pool_and_the_given_split():
-    features, groups, informative = planted_families(seed=1)
-    pool = np.setdiff1d(np.arange(features.shape[1]), informative[:4])
+    features, groups, _ = planted_families(seed=1)
+    pool = np.arange(0, features.shape[1], 3)  # a third of the stimuli
     train = np.zeros(len(groups), bool)
     train[[0, 1, 2, 8, 9, 10]] = True
-    result = ja.select_stimuli(features, groups, pool, 5, train_models=train, num_random=3, seed=3)
+    result = ja.select_stimuli(features, groups, pool, 5, train_models=train, num_random=10, seed=3)
     assert set(np.asarray(result.indices).tolist()) <= set(pool.tolist())
     assert set(np.asarray(result.random_indices).ravel().tolist()) <= set(pool.tolist())
     np.testing.assert_array_equal(result.train_models, train)
+    # Each AUC is that of cka_matrix on its half of the models over its stimuli.
+    ids = np.unique(groups, return_inverse=True)[1]
+    auc = lambda mask, stimuli: ja.identifiability_scores(ja.cka_matrix(features[mask][:, stimuli]), ids[mask], 2).auc
+    np.testing.assert_allclose(result.train_auc, auc(train, np.asarray(result.indices)), atol=1e-6)
+    np.testing.assert_allclose(result.held_out_auc, auc(~train, np.asarray(result.indices)), atol=1e-6)
+    expected = [auc(~train, draw) for draw in np.asarray(result.random_indices)]
+    np.testing.assert_allclose(result.random_held_out_auc, expected, atol=1e-6)
+    assert float(result.train_auc) != float(result.held_out_auc)  # the halves do differ here
 
 
 def test_select_stimuli_rejects_bad_input():
