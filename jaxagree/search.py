@@ -1,14 +1,8 @@
-"""Searching the narrowed space (the paper's proposal): which contrastive stimuli persist across
-model sets, which new candidate images would split the zoo, and which stimuli of a pool tell the
-model families apart best, chosen on some models and checked on the others.
-
-* :func:`persistence`: each subset's (accuracy bin's) ``k`` most contrastive stimuli and how many
-  of them stay contrastive for every other subset (the paper's Fig. 4 observation).
-* :func:`rank_candidates`: candidate images (features only, no labels) ranked by how differently
-  the models embed them relative to the contrastive stimuli.
-* :func:`select_stimuli`: greedy forward selection of ``k`` pool stimuli maximising the
-  identifiability AUC of the CKA matrix, fitted on half of the models and reported on the other
-  half against random draws of the same size.
+"""Searching the narrowed space (the paper's proposal): :func:`persistence`, do an accuracy bin's
+``k`` most contrastive stimuli stay contrastive for every other bin (Fig. 4); :func:`rank_candidates`,
+which new images (features only) the models embed most differently relative to the contrastive
+stimuli; :func:`select_stimuli`, a greedy choice of ``k`` pool stimuli maximising the
+identifiability AUC of CKA on half of the models, reported on the other half against random draws.
 """
 
 from __future__ import annotations
@@ -168,11 +162,9 @@ def rank_candidates(contrastive_features, candidate_features) -> CandidateRankin
                          "give the same models (at least 2) in the same order")
     if known.shape[1] < 2:
         raise ValueError("contrastive_features needs at least 2 stimuli (a profile over one is constant)")
-    apart = [m for m, (a, b) in enumerate(zip(known_dims, new_dims)) if a != b]
-    if apart:
-        m = apart[0]
-        raise ValueError(f"model {m}: contrastive_features has {known_dims[m]} dims, candidate_features "
-                         f"{new_dims[m]}")
+    for m, (a, b) in enumerate(zip(known_dims, new_dims)):
+        if a != b:
+            raise ValueError(f"model {m}: contrastive_features has {a} dims, candidate_features {b}")
     return CandidateRanking(*_rank(jnp.asarray(known), jnp.asarray(new)))
 
 
@@ -246,9 +238,9 @@ def _greedy_step(
     # least similar pair within a group less the most similar pair between groups.
     same = (ids[:, None] == ids[None, :]) & ~jnp.eye(ids.shape[0], dtype=bool)
     apart = ids[:, None] != ids[None, :]
-    gap = jnp.where(same, cka, jnp.inf).min((1, 2)) - jnp.where(apart, cka, -jnp.inf).max((1, 2))
+    margin = jnp.where(same, cka, jnp.inf).min((1, 2)) - jnp.where(apart, cka, -jnp.inf).max((1, 2))
     top = auc >= auc.max() - AUC_TIE
-    best = jnp.argmax(jnp.where(top, jnp.nan_to_num(gap, nan=-jnp.inf), -jnp.inf))
+    best = jnp.argmax(jnp.where(top, jnp.nan_to_num(margin, nan=-jnp.inf), -jnp.inf))
     return best.astype(jnp.int32), auc[best]
 
 
@@ -280,10 +272,15 @@ def select_stimuli(
     identifiability AUC (:func:`~jaxagree.identifiability_scores`) of the biased linear CKA matrix
     of the training models over the set. CKA over fewer than 3 stimuli is 1 for every pair, so
     two pool stimuli drawn at random (``seed``) start the set; once it holds ``k``, each of the
-    two is exchanged for the best stimulus given the other ``k - 1`` (it may come back). Every
+    two is exchanged for the best stimulus given the other ``k - 1`` (it may come back). AUCs
+    within :data:`AUC_TIE` of the best are tied (the training AUC often saturates at 1): the tie
+    goes to the larger margin, the least similar pair within a group less the most similar pair
+    between groups, then to the lower pool position. Every
     candidate of a step is scored at once inside ``jit`` from the set's Gram rows (see
     :func:`_candidate_cka`): ``O(M k P d + M^2 k P + P M^2 log M)`` per step for ``M`` training
-    models, ``P`` pool stimuli, ``d`` dims, so ``O(k^2 P (M d + M^2))`` in all.
+    models, ``P`` pool stimuli, ``d`` dims, so ``O(k^2 P (M d + M^2))`` in all; one compilation
+    (the set is padded to ``k`` slots). Greedy choice is myopic: a stimulus that separates the
+    groups only together with another may be missed.
 
     Args:
       features: ``[models, stimuli, dim]`` (or a sequence of ``[stimuli, dim_m]``), finite.
