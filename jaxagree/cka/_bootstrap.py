@@ -177,8 +177,9 @@ def cka_bootstrap(
     the resample (``K_ij - o_i - o_j + g``, with ``o`` from ``Kw``: weighted means for the biased
     estimator; for the debiased one, the U-centring of the resample's Gram, whose zeroed diagonal
     spares pairs of repeated draws) and one ``[pairs, models]`` product per replicate over the
-    drawn stimuli's unordered pairs gives every pair of models (``~2 M^2 (0.63 n)^2 / 2`` FLOPs,
-    against ``2 M n^2 d + 2 M^2 n^2`` for ``cka_matrix`` of a resample). A replicate where some
+    drawn stimuli's unordered pairs gives every pair of models: ``M^2 u^2`` FLOPs for ``u ~ 0.63 n``
+    drawn, about ``0.4 M^2 n^2``, where ``cka_matrix`` of a resample forms every Gram again
+    (``~M n^2 d + M^2 n^2``). A replicate where some
     model kept too few float32 digits that way (constant, or nearly, on the resample) is
     computed by ``cka_matrix`` of its gathered resample instead.
 
