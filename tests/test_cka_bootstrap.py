@@ -27,15 +27,6 @@ def gathered_reference(features, result, debiased):
                                               debiased=debiased)) for idx in result.indices])
 
 
-@pytest.fixture
-def fallbacks(monkeypatch):
-    """Counts the replicates computed by gathering (the fast path must serve ordinary data)."""
-    calls = []
-    right = _bootstrap.cka_matrix
-    monkeypatch.setattr(_bootstrap, "cka_matrix", lambda *a, **k: calls.append(1) or right(*a, **k))
-    return calls
-
-
 CASES = [  # (form, dims, subset size or None)
     ("stacked", (8, 8, 8, 8), None),
     ("sequence", (5, 9, 13, 7), 30),
@@ -45,7 +36,7 @@ CASES = [  # (form, dims, subset size or None)
 
 @pytest.mark.parametrize("debiased", [False, True])
 @pytest.mark.parametrize("form, dims, subset", CASES)
-def test_each_replicate_is_cka_matrix_of_its_gathered_resample(debiased, form, dims, subset, fallbacks):
+def test_each_replicate_is_cka_matrix_of_its_gathered_resample(debiased, form, dims, subset):
     rng = np.random.default_rng(len(dims) + 10 * debiased)
     models = models_of(rng, 48, dims)
     features = {"stacked": lambda: np.stack(models).astype(np.float32), "sequence": lambda: models,
@@ -58,23 +49,22 @@ def test_each_replicate_is_cka_matrix_of_its_gathered_resample(debiased, form, d
     np.testing.assert_allclose(result.replicates, gathered_reference(features, result, debiased), atol=2e-6)
     whole = [m if subset is None else m[stimuli] for m in models]
     np.testing.assert_allclose(result.estimate, ja.cka_matrix(whole, debiased=debiased), atol=1e-7)
-    assert len(fallbacks) == 1  # the estimate only: no replicate needed gathering
+    assert result.gathered.shape == (0,)  # every replicate by the shortcut
 
 
-def test_tiles_and_replicate_chunks_do_not_change_the_result(monkeypatch, fallbacks):
+def test_tiles_and_replicate_chunks_do_not_change_the_result():
     rng = np.random.default_rng(5)
-    models = models_of(rng, 40, (6, 10, 4, 8, 5))
-    whole = ja.cka_bootstrap(models, num_bootstrap=7, seed=2, debiased=True)
-    support = _bootstrap.support_bound(ja.bootstrap_weights(whole.indices, 40))
-    max_bytes = _bootstrap.bootstrap_bytes(4, 40, 10, 7, support)
-    assert _bootstrap.bootstrap_plan(5, 40, 10, 7, support, max_bytes) == (2, 7)
-    assert _bootstrap.bootstrap_plan(5, 40, 10, 7, support, max_bytes + 10**6) == (5, 7)
-    # Five models in tiles of two (a ragged last tile), replicates in chunks of three (the last padded).
-    monkeypatch.setattr(_bootstrap, "bootstrap_plan", lambda *args: _bootstrap.BootstrapPlan(2, 3))
-    tiled = ja.cka_bootstrap(models, num_bootstrap=7, seed=2, debiased=True)
+    models = models_of(rng, 24, (6, 10, 4, 8, 5))
+    whole = ja.cka_bootstrap(models, num_bootstrap=301, seed=2, debiased=True)
+    support = _bootstrap.support_bound(ja.bootstrap_weights(whole.indices, 24))
+    max_bytes = _bootstrap.bootstrap_bytes(4, 24, 10, 151, support)
+    # Five models in tiles of two (a ragged last tile); 301 replicates in two chunks (the last padded).
+    assert _bootstrap.bootstrap_plan(5, 24, 10, 301, support, max_bytes) == (2, 151)
+    assert _bootstrap.bootstrap_plan(5, 24, 10, 301, support, max_bytes + 10**6) == (5, 151)
+    tiled = ja.cka_bootstrap(models, num_bootstrap=301, seed=2, debiased=True, max_bytes=max_bytes)
     np.testing.assert_allclose(tiled.replicates, whole.replicates, atol=1e-6)
     np.testing.assert_allclose(tiled.replicates, gathered_reference(models, tiled, True), atol=2e-6)
-    assert len(fallbacks) == 2  # the two estimates
+    assert whole.gathered.shape == tiled.gathered.shape == (0,)
 
 
 def test_draws_are_deterministic_reusable_and_have_the_right_marginals():
@@ -136,7 +126,7 @@ def test_percentile_intervals_cover_the_population_value():
     assert hits >= 32 and 0.02 < np.mean(widths) < 0.3, (hits, np.mean(widths))  # 37 of 40 here
 
 
-def test_a_model_constant_on_a_resample_gets_nan_there_as_cka_matrix_does(fallbacks):
+def test_a_model_constant_on_a_resample_gets_nan_there_as_cka_matrix_does():
     rng = np.random.default_rng(2)
     spike = np.zeros((10, 3))
     spike[0] = 1.0  # constant on every resample that misses stimulus 0
@@ -150,17 +140,17 @@ def test_a_model_constant_on_a_resample_gets_nan_there_as_cka_matrix_does(fallba
     assert missed.any() and not missed.all()
     np.testing.assert_array_equal(np.isnan(np.asarray(result.replicates[:, 0, 0])), missed)
     np.testing.assert_allclose(result.replicates, expected, atol=2e-6)  # NaN where expected is NaN
-    assert len(fallbacks) == 1 + missed.sum()  # ill-conditioned replicates are gathered
+    np.testing.assert_array_equal(result.gathered, np.flatnonzero(missed))  # ill-conditioned: gathered
 
 
-def test_an_outlier_far_from_the_resample_mean_stays_accurate(fallbacks):
+def test_an_outlier_far_from_the_resample_mean_stays_accurate():
     rng = np.random.default_rng(3)
     models = models_of(rng, 60, (5, 7, 6))
     models[0][7] += 300.0  # centred over the set, the other stimuli sit far from the mean of a resample without it
     result = ja.cka_bootstrap(models, num_bootstrap=12, seed=0)
     assert not (np.asarray(result.indices) == 7).any(axis=1).all()
     np.testing.assert_allclose(result.replicates, gathered_reference(models, result, False), atol=5e-6)
-    assert len(fallbacks) == 1
+    assert result.gathered.shape == (0,)
 
 
 def test_pairs_are_laid_out_once_each():

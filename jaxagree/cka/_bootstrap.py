@@ -36,12 +36,15 @@ class CKABootstrap(NamedTuple):
       estimate: ``float32 [models, models]``, ``cka_matrix`` of the whole set.
       indices: ``int32 [replicates, set]`` positions within the set that each replicate drew.
       stimuli: ``int32 [set]``, the set's stimulus indices (all stimuli when none were given).
+      gathered: ``int32 [k]``, the replicates computed by ``cka_matrix`` of the gathered resample
+        (where the shortcut kept too few float32 digits for some model; usually none).
     """
 
     replicates: Float[Array, "replicates models models"]
     estimate: Float[Array, "models models"]
     indices: Int[Array, "replicates set"]
     stimuli: Int[Array, " set"]
+    gathered: Int[Array, " k"]
 
 
 class BootstrapPlan(NamedTuple):
@@ -199,8 +202,9 @@ def cka_bootstrap(
         depend on it.
 
     Returns:
-      :class:`CKABootstrap` (``replicates``, ``estimate``, ``indices``, ``stimuli``). A model
-      constant on a resample gets NaN in its row and column of that replicate (with a warning).
+      :class:`CKABootstrap` (``replicates``, ``estimate``, ``indices``, ``stimuli``,
+      ``gathered``). A model constant on a resample gets NaN in its row and column of that
+      replicate (with a warning).
     """
     models, labels = check_features(features, debiased=debiased, min_models=2)
     subset = None if stimuli is None else check_stimulus_indices(stimuli, shapes(models)[0][0])
@@ -215,7 +219,7 @@ def cka_bootstrap(
     weights = bootstrap_weights(draws, set_size)
     inner, bound = resampled_inner(models, stacked, subset, weights, debiased, max_bytes)
 
-    def gathered(positions) -> list:
+    def resample(positions) -> list:
         picked = positions if subset is None else subset[positions]
         return [m[picked] for m in models]
 
@@ -223,8 +227,9 @@ def cka_bootstrap(
     diagonal = np.diagonal(inner, axis1=1, axis2=2)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="cka_matrix:", category=RuntimeWarning)
-        for r in np.flatnonzero((diagonal < RELATIVE_FLOOR * bound).any(axis=1)):
-            replicates[r] = np.asarray(cka_matrix(gathered(np.asarray(draws[r])), debiased=debiased,
+        gathered = np.flatnonzero((diagonal < RELATIVE_FLOOR * bound).any(axis=1))
+        for r in gathered:
+            replicates[r] = np.asarray(cka_matrix(resample(np.asarray(draws[r])), debiased=debiased,
                                                   max_bytes=max_bytes))
     constant = np.isnan(np.diagonal(replicates, axis1=1, axis2=2))
     replicates[:, np.arange(len(models)), np.arange(len(models))] = np.where(constant, np.nan, 1.0)
@@ -233,10 +238,11 @@ def cka_bootstrap(
         names = ", ".join(f"{labels[m]} ({counts[m]})" for m in np.flatnonzero(counts)[:10])
         warnings.warn(f"cka_bootstrap: constant over the resampled stimuli in some of {len(inner)} replicates "
                       f"(count): {names}; NaN row and column there", RuntimeWarning, stacklevel=2)
-    whole = features if stacked is not None and subset is None else gathered(np.arange(set_size))
+    whole = features if stacked is not None and subset is None else resample(np.arange(set_size))
     estimate = cka_matrix(whole, debiased=debiased, max_bytes=max_bytes)
     set_indices = np.arange(set_size) if subset is None else subset
-    return CKABootstrap(jnp.asarray(replicates, jnp.float32), estimate, draws, jnp.asarray(set_indices, jnp.int32))
+    return CKABootstrap(jnp.asarray(replicates, jnp.float32), estimate, draws, jnp.asarray(set_indices, jnp.int32),
+                        jnp.asarray(gathered, jnp.int32))
 
 
 __all__ = ["CKABootstrap", "bootstrap_bytes", "bootstrap_plan", "cka_bootstrap", "check_replicate_indices"]
