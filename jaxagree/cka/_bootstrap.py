@@ -134,8 +134,9 @@ def resampled_inner(models: Sequence, stacked, subset, weights: jax.Array, debia
     padded = -(-num_bootstrap // chunk) * chunk
     if padded > num_bootstrap:
         weights = jnp.concatenate([weights, jnp.broadcast_to(weights[:1], (padded - num_bootstrap, num_stimuli))])
-    inner = np.empty((padded, num_models, num_models), np.float64)
-    bound = np.empty((padded, num_models), np.float64)
+    # NaN until filled: a cell no tile wrote would show, not hold stale memory.
+    inner = np.full((padded, num_models, num_models), np.nan)
+    bound = np.full((padded, num_models), np.nan)
     starts = range(0, num_models, block)
     tiles = {i: tile(i, min(i + block, num_models)) for i in starts} if len(starts) == 1 else None
     for c in range(0, padded, chunk):
