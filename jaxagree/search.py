@@ -193,7 +193,7 @@ class StimulusSelection(NamedTuple):
 
 
 @jax.jit
-def _candidate_cka(
+def candidate_cka(
     x: Float[Array, "models pool dim"], slots: Int[Array, " k"], size: Int[Array, ""]
 ) -> Float[Array, "pool models models"]:
     """Biased CKA of every pair of models over the set ``slots[:size]`` plus each pool stimulus.
@@ -231,7 +231,7 @@ def _greedy_step(
 ) -> tuple[Int[Array, ""], Float[Array, ""]]:
     """The pool position whose addition to the set ``slots[:size]`` gives the highest AUC (ties:
     the larger within- minus between-group mean CKA, then the lowest position), and that AUC."""
-    cka = _candidate_cka(x, slots, size)
+    cka = candidate_cka(x, slots, size)
     auc = identifiability_scores(cka, ids, num_groups).auc
     auc = jnp.where(taken | jnp.isnan(auc), -jnp.inf, auc)
     # Ties (the AUC saturates at 1 once the training groups separate): the larger margin, the
@@ -277,7 +277,7 @@ def select_stimuli(
     goes to the larger margin, the least similar pair within a group less the most similar pair
     between groups, then to the lower pool position. Every
     candidate of a step is scored at once inside ``jit`` from the set's Gram rows (see
-    :func:`_candidate_cka`): ``O(M k P d + M^2 k P + P M^2 log M)`` per step for ``M`` training
+    :func:`candidate_cka`): ``O(M k P d + M^2 k P + P M^2 log M)`` per step for ``M`` training
     models, ``P`` pool stimuli, ``d`` dims, so ``O(k^2 P (M d + M^2))`` in all; one compilation
     (the set is padded to ``k`` slots). Greedy choice is myopic: a stimulus that separates the
     groups only together with another may be missed.

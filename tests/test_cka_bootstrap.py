@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import jaxagree as ja
-from jaxagree.cka import _bootstrap
-from jaxagree.cka._resample import circulant_pairs, pair_position
+from jaxagree.cka import resample
+from jaxagree.cka.resample import circulant_pairs, pair_position
 
 
 def models_of(rng, n, dims, offset=3.0):
@@ -56,11 +56,11 @@ def test_tiles_and_replicate_chunks_do_not_change_the_result():
     rng = np.random.default_rng(5)
     models = models_of(rng, 24, (6, 10, 4, 8, 5))
     whole = ja.cka_bootstrap(models, num_bootstrap=301, seed=2, debiased=True)
-    support = _bootstrap.support_bound(ja.bootstrap_weights(whole.indices, 24))
-    max_bytes = _bootstrap.bootstrap_bytes(4, 24, 10, 151, support)
+    support = resample.support_bound(ja.bootstrap_weights(whole.indices, 24))
+    max_bytes = resample.bootstrap_bytes(4, 24, 10, 151, support)
     # Five models in tiles of two (a ragged last tile); 301 replicates in two chunks (the last padded).
-    assert _bootstrap.bootstrap_plan(5, 24, 10, 301, support, max_bytes) == (2, 151)
-    assert _bootstrap.bootstrap_plan(5, 24, 10, 301, support, max_bytes + 10**6) == (5, 151)
+    assert resample.bootstrap_plan(5, 24, 10, 301, support, max_bytes) == (2, 151)
+    assert resample.bootstrap_plan(5, 24, 10, 301, support, max_bytes + 10**6) == (5, 151)
     tiled = ja.cka_bootstrap(models, num_bootstrap=301, seed=2, debiased=True, max_bytes=max_bytes)
     np.testing.assert_allclose(tiled.replicates, whole.replicates, atol=1e-6)
     np.testing.assert_allclose(tiled.replicates, gathered_reference(models, tiled, True), atol=2e-6)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxagree as ja
-from jaxagree.search import _candidate_cka
+from jaxagree.search import candidate_cka
 
 
 # --- persistence -----------------------------------------------------------------------------
@@ -178,7 +178,7 @@ def test_candidate_cka_equals_cka_matrix():
     features, _, _ = planted_families(per_family=3, pool_size=12, informative=4)
     x = features - features.mean(1, keepdims=True)
     slots = np.array([4, 0, 9, 0, 0], np.int32)
-    cka = np.asarray(_candidate_cka(jnp.asarray(x), jnp.asarray(slots), jnp.int32(3)))
+    cka = np.asarray(candidate_cka(jnp.asarray(x), jnp.asarray(slots), jnp.int32(3)))
     for c in range(12):
         if c in (4, 0, 9):
             continue

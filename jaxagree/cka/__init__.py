@@ -1,15 +1,15 @@
 """Linear CKA (Kornblith et al. 2019): one pair, every pair of many models, every pair over
 stimuli streamed in batches, or every pair over bootstrap resamples of the stimuli.
-:mod:`jaxagree.cka.plan` is the planning seam for tests and benchmarks."""
+:mod:`jaxagree.cka.plan` and :mod:`jaxagree.cka.resample` are the seams tests and benchmarks use."""
 
-from jaxagree.cka import plan
+from jaxagree.cka import plan, resample
 from jaxagree.cka._accumulator import CKAAccumulator
 from jaxagree.cka._bootstrap import CKABootstrap, cka_bootstrap
 from jaxagree.cka._checks import check_same_stimuli
 from jaxagree.cka._matrix import cka_matrix, linear_cka
 from jaxagree.cka._moments import CKAState
-from jaxagree.cka._resample import bootstrap_indices, bootstrap_weights
 from jaxagree.cka._stream import CKAStream, cka_stream
+from jaxagree.cka.resample import bootstrap_indices, bootstrap_weights
 
 __all__ = [
     "CKAAccumulator",
@@ -24,4 +24,5 @@ __all__ = [
     "cka_stream",
     "linear_cka",
     "plan",
+    "resample",
 ]

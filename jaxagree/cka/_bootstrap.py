@@ -1,5 +1,5 @@
 """Bootstrap over stimuli of the all-pairs CKA matrix: every replicate is ``cka_matrix`` of a
-resample, computed from Grams formed once over the stimulus set (kernels in ``_resample``)."""
+resample, computed from Grams formed once over the stimulus set (kernels in :mod:`jaxagree.cka.resample`)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,14 @@ from jaxagree.cka import plan
 from jaxagree.cka._centring import normalise
 from jaxagree.cka._checks import check_features, shapes
 from jaxagree.cka._matrix import cka_matrix
-from jaxagree.cka._resample import bootstrap_indices, bootstrap_weights, resample_inner, set_terms, support_bound
+from jaxagree.cka.resample import (
+    bootstrap_indices,
+    bootstrap_plan,
+    bootstrap_weights,
+    resample_inner,
+    set_terms,
+    support_bound,
+)
 
 DEFAULT_NUM_BOOTSTRAP = 200
 # A model's resample inner product below this share of its cells' size bound kept too few
@@ -45,42 +52,6 @@ class CKABootstrap(NamedTuple):
     indices: Int[Array, "replicates set"]
     stimuli: Int[Array, " set"]
     gathered: Int[Array, " k"]
-
-
-class BootstrapPlan(NamedTuple):
-    block: int  # models per tile
-    chunk: int  # replicates per call
-
-
-def bootstrap_bytes(num_models: int, num_stimuli: int, dim: int, chunk: int, support: int) -> int:
-    """Bytes held for ``num_models`` models at once: per model its features over the set, its
-    Gram's diagonal, and the larger of what laying out and what resampling hold (laying out: its
-    Gram's pairs and its ``Kw`` for a chunk of replicates, each twice while transposed;
-    resampling: those once and one replicate's gathered, centred cells); plus one model's Gram
-    while it is laid out."""
-    n, pairs, cells = num_stimuli, num_stimuli * (num_stimuli // 2), support * (support // 2)
-    per_model = n * dim + n + max(2 * pairs + 2 * chunk * n, pairs + chunk * n + cells)
-    return 4 * (num_models * per_model + 5 * n * n + 2 * n * dim)
-
-
-def bootstrap_plan(num_models: int, num_stimuli: int, dim: int, num_bootstrap: int, support: int,
-                   max_bytes: int) -> BootstrapPlan:
-    """All models in one tile if they fit ``max_bytes``, else two tiles of ``block`` models at a
-    time; replicates in equal chunks of at most ``max(256, n // 2)`` (``Kw`` then costs no more
-    than the pairs)."""
-    calls = -(-num_bootstrap // max(256, num_stimuli // 2))
-    chunk = -(-num_bootstrap // calls)
-    shape = (num_stimuli, dim, chunk, support)
-    if bootstrap_bytes(num_models, *shape) <= max_bytes:
-        return BootstrapPlan(num_models, chunk)
-    fixed, per_model = bootstrap_bytes(0, *shape), bootstrap_bytes(1, *shape) - bootstrap_bytes(0, *shape)
-    block = (max_bytes - fixed) // (2 * per_model)
-    if block < 1:
-        raise ValueError(
-            f"max_bytes={max_bytes} cannot hold the Gram pairs of two models ({fixed + 2 * per_model} bytes at "
-            f"{num_stimuli} stimuli x {dim} dims); raise max_bytes or use fewer stimuli"
-        )
-    return BootstrapPlan(int(block), chunk)
 
 
 def check_replicate_indices(indices, set_size: int) -> np.ndarray:
@@ -246,4 +217,4 @@ def cka_bootstrap(
                         jnp.asarray(gathered, jnp.int32))
 
 
-__all__ = ["CKABootstrap", "bootstrap_bytes", "bootstrap_plan", "cka_bootstrap", "check_replicate_indices"]
+__all__ = ["CKABootstrap", "cka_bootstrap", "check_replicate_indices"]

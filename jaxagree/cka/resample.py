@@ -15,6 +15,10 @@ resample's Gram is ``P K P^T`` and ``P^T H P = D - w w^T / n`` (``D = diag w``),
 Only the first sum is costly: one ``[pairs, models]`` product per replicate over the unordered
 pairs of drawn stimuli (about 40% of all pairs: a resample draws ~63% of the stimuli). Everything
 else is ``[n, models]`` vectors, and ``Kw`` for every replicate one matmul with the Grams.
+
+Also the bootstrap's memory plan (:func:`bootstrap_bytes`, :func:`bootstrap_plan`). Like
+:mod:`jaxagree.cka.plan`, this module is the seam tests and benchmarks use, not the user API:
+users call :func:`jaxagree.cka_bootstrap`.
 """
 
 from __future__ import annotations
@@ -164,7 +168,46 @@ def support_bound(weights: Int[Array, "replicates set"], granule: int = 16) -> i
     return min(-(-most // granule) * granule, weights.shape[1] // 2 * 2) + 1
 
 
+class BootstrapPlan(NamedTuple):
+    block: int  # models per tile
+    chunk: int  # replicates per call
+
+
+def bootstrap_bytes(num_models: int, num_stimuli: int, dim: int, chunk: int, support: int) -> int:
+    """Bytes held for ``num_models`` models at once: per model its features over the set, its
+    Gram's diagonal, and the larger of what laying out and what resampling hold (laying out: its
+    Gram's pairs and its ``Kw`` for a chunk of replicates, each twice while transposed;
+    resampling: those once and one replicate's gathered, centred cells); plus one model's Gram
+    while it is laid out."""
+    n, pairs, cells = num_stimuli, num_stimuli * (num_stimuli // 2), support * (support // 2)
+    per_model = n * dim + n + max(2 * pairs + 2 * chunk * n, pairs + chunk * n + cells)
+    return 4 * (num_models * per_model + 5 * n * n + 2 * n * dim)
+
+
+def bootstrap_plan(num_models: int, num_stimuli: int, dim: int, num_bootstrap: int, support: int,
+                   max_bytes: int) -> BootstrapPlan:
+    """All models in one tile if they fit ``max_bytes``, else two tiles of ``block`` models at a
+    time; replicates in equal chunks of at most ``max(256, n // 2)`` (``Kw`` then costs no more
+    than the pairs)."""
+    calls = -(-num_bootstrap // max(256, num_stimuli // 2))
+    chunk = -(-num_bootstrap // calls)
+    shape = (num_stimuli, dim, chunk, support)
+    if bootstrap_bytes(num_models, *shape) <= max_bytes:
+        return BootstrapPlan(num_models, chunk)
+    fixed, per_model = bootstrap_bytes(0, *shape), bootstrap_bytes(1, *shape) - bootstrap_bytes(0, *shape)
+    block = (max_bytes - fixed) // (2 * per_model)
+    if block < 1:
+        raise ValueError(
+            f"max_bytes={max_bytes} cannot hold the Gram pairs of two models ({fixed + 2 * per_model} bytes at "
+            f"{num_stimuli} stimuli x {dim} dims); raise max_bytes or use fewer stimuli"
+        )
+    return BootstrapPlan(int(block), chunk)
+
+
 __all__ = [
+    "BootstrapPlan",
+    "bootstrap_bytes",
+    "bootstrap_plan",
     "SetTerms",
     "bootstrap_indices",
     "bootstrap_weights",
