@@ -7,11 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-import jax
 import numpy as np
 
 from jaxagree._checks import require_positive_int
-from jaxagree.cka import bootstrap_indices, cka_bootstrap
+from jaxagree.cka import cka_bootstrap
 from jaxagree.identify import (
     Identifiability,
     IdentifiabilityScores,
@@ -139,24 +138,22 @@ def compare_stimulus_sets(
     num_models = len(features)
     ids, names = encode_groups(groups, num_models)
     tails = 100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2
-    draws: dict[int, jax.Array] = {}
     results = {}
     for name, chosen in sets.items():
         source, subset = _set_source(name, chosen, features, num_models)
-        size = len(subset) if subset is not None else _num_stimuli(source)
-        if size not in draws:  # common draws for sets of one size
-            draws[size] = bootstrap_indices(jax.random.key(seed), size, num_bootstrap)
-        boot = cka_bootstrap(source, indices=draws[size], debiased=debiased, stimuli=subset, max_bytes=max_bytes)
+        # One seed draws the same positions within every set of one size: common draws.
+        boot = cka_bootstrap(source, num_bootstrap=num_bootstrap, seed=seed, debiased=debiased, stimuli=subset,
+                             max_bytes=max_bytes)
+        size = len(boot.stimuli)
         estimate = np.asarray(boot.estimate)
         replicates = identifiability_scores(boot.replicates, ids, len(names))
         replicates = IdentifiabilityScores(*(np.asarray(field, np.float64) for field in replicates))
         low, high = (IdentifiabilityScores(*(_percentile(f, q) for f in replicates)) for q in tails)
         architecture = [None] * 4
         if architectures is not None:
-            whole = identify_models(estimate, groups, architectures=architectures).architecture_rate
-            per_replicate = np.asarray(identify_models(boot.replicates, groups,
-                                                       architectures=architectures).architecture_rate, np.float64)
-            architecture = [float(whole), per_replicate, *(_percentile(per_replicate, q) for q in tails)]
+            both = np.concatenate([estimate[None], np.asarray(boot.replicates)])  # the set, then its resamples
+            rates = np.asarray(identify_models(both, groups, architectures=architectures).architecture_rate, np.float64)
+            architecture = [float(rates[0]), rates[1:], *(_percentile(rates[1:], q) for q in tails)]
         scores = identifiability(estimate, groups, num_permutations=num_permutations, seed=seed)
         results[name] = SetScores(size, estimate, scores, replicates, low, high, *architecture)
     versus = {} if baseline is None else {
@@ -190,11 +187,6 @@ def _set_source(name: str, chosen, features, num_models: int):
 
 def _is_feature_list(value) -> bool:
     return isinstance(value, (list, tuple)) and len(value) > 0 and hasattr(value[0], "ndim")
-
-
-def _num_stimuli(features) -> int:
-    first = next(iter(features.values())) if isinstance(features, Mapping) else features[0]
-    return int(np.shape(first)[0])
 
 
 def _percentile(values: np.ndarray, q: float) -> float:
