@@ -1,6 +1,6 @@
 """The paper's analyses as library calls: what ``jaxagree agreement`` and ``jaxagree cka``
-compute, and stimulus sets compared by how well they tell models apart; for the CLI, the
-report, the demo and notebooks alike."""
+compute, stimulus sets compared by how well they tell models apart, and how many stimuli a
+study needs to tell them apart; for the CLI, the report, the demo and notebooks alike."""
 
 from jaxagree.analysis._agreement import (
     AgreementAnalysis,
@@ -10,6 +10,7 @@ from jaxagree.analysis._agreement import (
     default_num_bins,
 )
 from jaxagree.analysis._cka import CKAAnalysis, analyse_cka
+from jaxagree.analysis._planning import StimulusPlan, stimuli_needed
 from jaxagree.analysis._sets import (
     SetDifference,
     SetScores,
@@ -24,6 +25,7 @@ __all__ = [
     "CKAAnalysis",
     "SetDifference",
     "SetScores",
+    "StimulusPlan",
     "StimulusSetComparison",
     "analyse_agreement",
     "analyse_cka",
@@ -31,4 +33,5 @@ __all__ = [
     "default_k",
     "default_num_bins",
     "random_sets",
+    "stimuli_needed",
 ]
