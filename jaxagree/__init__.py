@@ -7,7 +7,14 @@ from jaxagree.agreement import (
     fleiss_kappa,
     per_stimulus_agreement,
 )
-from jaxagree.analysis import StimulusSetComparison, compare_stimulus_sets, random_sets
+from jaxagree.agreement_bootstrap import AgreementBootstrap, agreement_bootstrap
+from jaxagree.analysis import (
+    StimulusPlan,
+    StimulusSetComparison,
+    compare_stimulus_sets,
+    random_sets,
+    stimuli_needed,
+)
 from jaxagree.cka import (
     CKAAccumulator,
     CKABootstrap,
@@ -44,6 +51,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AccuracyBins",
+    "AgreementBootstrap",
     "AgreementStats",
     "CKAAccumulator",
     "CKABootstrap",
@@ -55,8 +63,10 @@ __all__ = [
     "ModelIdentification",
     "Persistence",
     "StimulusSelection",
+    "StimulusPlan",
     "StimulusSetComparison",
     "accuracy_bins",
+    "agreement_bootstrap",
     "agreement_stats",
     "bootstrap_indices",
     "bootstrap_weights",
@@ -79,5 +89,6 @@ __all__ = [
     "random_sets",
     "rank_candidates",
     "select_stimuli",
+    "stimuli_needed",
     "stimulus_mesh",
 ]

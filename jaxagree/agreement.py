@@ -23,7 +23,7 @@ from jaxagree.stats import WIDE_RATERS, AgreementStats, check_counts, stats_from
 KappaMethod = Literal["fleiss", "randolph"]
 
 
-def _pair_terms(
+def pair_terms(
     n: Int[Array, "*subsets stimuli"], sum_squares: Real[Array, "*subsets stimuli"]
 ) -> tuple[Float[Array, "*subsets stimuli"], Float[Array, "*subsets stimuli"]]:
     """Ordered rater pairs per stimulus, in float32: those that agree, ``sum_j T_ij (T_ij - 1)
@@ -48,8 +48,8 @@ def _traced_table_terms(counts: Integer[Array, "*subsets stimuli categories"]):
     raters = counts.astype(jnp.float32).sum(-1)  # cannot wrap, and exact below 2**24
     narrow = stats_from_counts(counts)
     n = narrow.n_raters
-    agreeing, apart = _pair_terms(n, narrow.sum_squares)
-    wide_agreeing, wide_apart = _pair_terms(n, stats_from_counts(counts, wide=True).sum_squares)
+    agreeing, apart = pair_terms(n, narrow.sum_squares)
+    wide_agreeing, wide_apart = pair_terms(n, stats_from_counts(counts, wide=True).sum_squares)
     wide = raters >= WIDE_RATERS
     # An int32 sum beyond 2**31 - 1 wraps by a multiple of 2**32: far from the float32 sum.
     fits = (n >= 0) & (jnp.abs(raters - n.astype(jnp.float32)) <= 0.25 * raters)
@@ -72,7 +72,7 @@ def _agreement_of(
 def _agreement(
     n: Int[Array, "*subsets stimuli"], sum_squares: Real[Array, "*subsets stimuli"]
 ) -> Float[Array, "*subsets stimuli"]:
-    return _agreement_of(n, _pair_terms(n, sum_squares)[0])
+    return _agreement_of(n, pair_terms(n, sum_squares)[0])
 
 
 @no_type_check  # validates its input itself, with ValueErrors that name the culprit
@@ -121,7 +121,7 @@ def _kappa(
     *,
     method: KappaMethod,
 ) -> Float[Array, "*subsets"]:
-    return _kappa_of(n, _pair_terms(n, sum_squares)[1], category_totals, method=method)
+    return _kappa_of(n, pair_terms(n, sum_squares)[1], category_totals, method=method)
 
 
 @partial(jax.jit, static_argnames="method")
@@ -228,19 +228,28 @@ def contrastive_stimuli(
     return _lowest(jnp.asarray(agreement, jnp.float32), k)
 
 
-@jax.jit
-def _error_consistency(correct: Bool[Array, "models stimuli"]) -> Float[Array, "models models"]:
-    right = correct.astype(jnp.float32)
-    num_stimuli = right.shape[1]
-    # Counts, exact in float32 (and TF32: 0/1 inputs) up to 2**24 stimuli.
-    both_right = jnp.matmul(right, right.T, precision=jax.lax.Precision.HIGHEST)
-    n_right = right.sum(1)
-    r1, r2 = n_right[:, None], n_right[None, :]
+def consistency_of_counts(
+    both_right: Float[Array, "*batch models models"],
+    n_right: Float[Array, "*batch models"],
+    num_stimuli: Float[Array, "*batch"] | float,
+) -> Float[Array, "*batch models models"]:
+    """Error consistency from counts: stimuli both models of a pair get right, each model's right
+    answers, and the stimuli (weighted counts of a bootstrap replicate too)."""
+    r1, r2 = n_right[..., :, None], n_right[..., None, :]
+    total = jnp.asarray(num_stimuli, jnp.float32)[..., None, None]
     # kappa = 1 - (1 - c_obs) / (1 - c_exp); times N**2 both disagreements are sums of
     # non-negative counts, so nothing cancels in float32 when kappa is near 0.
     disagree = r1 + r2 - 2.0 * both_right  # stimuli exactly one of the two gets right
-    chance = r1 * (num_stimuli - r2) + r2 * (num_stimuli - r1)
-    return jnp.where(chance > 0, 1.0 - num_stimuli * disagree / jnp.where(chance > 0, chance, 1.0), jnp.nan)
+    chance = r1 * (total - r2) + r2 * (total - r1)
+    return jnp.where(chance > 0, 1.0 - total * disagree / jnp.where(chance > 0, chance, 1.0), jnp.nan)
+
+
+@jax.jit
+def _error_consistency(correct: Bool[Array, "models stimuli"]) -> Float[Array, "models models"]:
+    right = correct.astype(jnp.float32)
+    # Counts, exact in float32 (and TF32: 0/1 inputs) up to 2**24 stimuli.
+    both_right = jnp.matmul(right, right.T, precision=jax.lax.Precision.HIGHEST)
+    return consistency_of_counts(both_right, right.sum(1), float(right.shape[1]))
 
 
 @no_type_check  # validates its input itself, with ValueErrors that name the culprit
@@ -275,6 +284,7 @@ def error_consistency(correct: Bool[AnyArray, "models stimuli"]) -> Float[Array,
 
 __all__ = [
     "KappaMethod",
+    "consistency_of_counts",
     "contrastive_stimuli",
     "error_consistency",
     "fleiss_kappa",

@@ -79,6 +79,12 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
     bins = parser.add_mutually_exclusive_group()
     bins.add_argument("--bins", type=_positive_int, help="equal-count accuracy bins (needs labels; default up to 10)")
     bins.add_argument("--bin-edges", type=_edges, help="accuracy bin edges, e.g. 0.5,0.6,0.7,0.8 (needs labels)")
+    parser.add_argument(
+        "--bootstrap", type=_positive_int, metavar="N",
+        help="add percentile intervals from N bootstrap replicates over stimuli (e.g. 1000) for Fleiss' kappa "
+             "over all and contrastive stimuli (contrastive chosen again per replicate), per accuracy bin, and "
+             "with labels for error consistency (error_consistency_intervals.csv)")
+    parser.add_argument("--confidence", type=float, default=0.95, help="coverage of the intervals (default 0.95)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agreement.add_argument("--num-categories", type=_positive_int, help="number of categories for integer responses")
     _add_analysis_options(agreement)
+    agreement.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's draws (default 0)")
 
     cka = commands.add_parser(
         "cka", parents=[common],
@@ -258,6 +265,9 @@ def _run_agreement(table, args, output, *, also_write: Callable[[Path], Path] | 
         k=args.k,
         num_bins=args.bins,
         bin_edges=args.bin_edges,
+        num_bootstrap=args.bootstrap,
+        seed=args.seed,
+        confidence=args.confidence,
     )
     with output as staging:
         written = [also_write(staging)] if also_write is not None else []

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from jaxagree.agreement_bootstrap import percentile_interval
 from jaxagree.analysis import AgreementAnalysis, CKAAnalysis, StimulusSetComparison
 from jaxagree.io import PredictionTable, write_csv, write_json
 
@@ -33,6 +35,7 @@ def agreement_summary(analysis: AgreementAnalysis, table: PredictionTable) -> di
     }
     if analysis.accuracy is not None:
         summary["mean_accuracy"] = _short(np.mean(analysis.accuracy))
+    boot = analysis.bootstrap
     if analysis.per_bin is not None:
         per_bin = analysis.per_bin
         summary["accuracy_bins"] = [
@@ -43,10 +46,41 @@ def agreement_summary(analysis: AgreementAnalysis, table: PredictionTable) -> di
                 "num_models": int(per_bin.bins.model_mask[b].sum()),
                 "fleiss_kappa_all": _short(per_bin.kappa_all[b]),
                 "fleiss_kappa_contrastive": _short(per_bin.kappa_contrastive[b]),
+                **({} if boot is None else {
+                    "fleiss_kappa_all_interval": _interval_of(boot.kappa_all, 1 + b),
+                    "fleiss_kappa_contrastive_interval": _interval_of(boot.kappa_contrastive, 1 + b),
+                }),
             }
             for b in range(per_bin.kappa_all.shape[0])
         ]
+    if boot is not None:
+        summary["bootstrap"] = {
+            "num_bootstrap": boot.num_bootstrap,
+            "confidence": boot.confidence,
+            "fleiss_kappa_interval": _interval_of(boot.kappa_all, 0),
+            "contrastive_fleiss_kappa_interval": _interval_of(boot.kappa_contrastive, 0),
+        }
+        if boot.error_consistency is not None:
+            mean, low, high = mean_error_consistency(boot)
+            summary["bootstrap"]["mean_error_consistency"] = _short(mean)
+            summary["bootstrap"]["mean_error_consistency_interval"] = [_short(low), _short(high)]
     return summary
+
+
+def _interval_of(interval, index: int) -> list[float]:
+    return [_short(interval.low[index]), _short(interval.high[index])]
+
+
+def mean_error_consistency(boot) -> tuple[float, float, float]:
+    """The mean error consistency over model pairs (NaN pairs left out), and its percentile
+    interval: the mean of each replicate's pairs, so the interval keeps their covariance."""
+    upper = np.triu_indices(boot.error_consistency.estimate.shape[0], 1)
+    with warnings.catch_warnings():  # a replicate with no defined pair has a NaN mean, left out
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(boot.error_consistency.replicates[:, upper[0], upper[1]], axis=1)
+        estimate = np.nanmean(boot.error_consistency.estimate[upper])
+    low, high = percentile_interval(means[:, None], boot.confidence)
+    return float(estimate), float(low[0]), float(high[0])
 
 
 def write_agreement_report(
@@ -84,16 +118,26 @@ def write_agreement_report(
             ["model", "accuracy", "bin"],
             zip(table.models, analysis.accuracy, model_bin),
         )
-        written["bins"] = write_csv(
-            out / "bins.csv",
-            ["bin", "accuracy_range", "num_models", "fleiss_kappa_all", "fleiss_kappa_contrastive"],
-            zip(
-                range(len(names)), names, per_bin.bins.model_mask.sum(1),
-                per_bin.kappa_all, per_bin.kappa_contrastive,
-            ),
-        )
+        columns = [range(len(names)), names, per_bin.bins.model_mask.sum(1), per_bin.kappa_all,
+                   per_bin.kappa_contrastive]
+        header = ["bin", "accuracy_range", "num_models", "fleiss_kappa_all", "fleiss_kappa_contrastive"]
+        boot = analysis.bootstrap
+        if boot is not None:
+            header += ["fleiss_kappa_all_low", "fleiss_kappa_all_high", "fleiss_kappa_contrastive_low",
+                       "fleiss_kappa_contrastive_high"]
+            columns += [boot.kappa_all.low[1:], boot.kappa_all.high[1:], boot.kappa_contrastive.low[1:],
+                        boot.kappa_contrastive.high[1:]]
+        written["bins"] = write_csv(out / "bins.csv", header, zip(*columns))
         written["fig3"] = plot_kappa_by_bin(analysis, out / "fig3_kappa_by_accuracy.png")
     written["fig4"] = plot_sorted_agreement(analysis, out / "fig4_agreement_sorted.png")
+    if analysis.bootstrap is not None and analysis.bootstrap.error_consistency is not None:
+        ec = analysis.bootstrap.error_consistency
+        pairs = zip(*np.triu_indices(len(table.models), 1))
+        written["error_consistency_intervals"] = write_csv(
+            out / "error_consistency_intervals.csv",
+            ["model_a", "model_b", "error_consistency", "low", "high"],
+            ((table.models[a], table.models[b], ec.estimate[a, b], ec.low[a, b], ec.high[a, b]) for a, b in pairs),
+        )
     return written
 
 
@@ -112,11 +156,19 @@ def plot_kappa_by_bin(analysis: AgreementAnalysis, path: str | os.PathLike) -> P
     per_bin = analysis.per_bin
     centre = (per_bin.bins.lower + per_bin.bins.upper) / 2
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.plot(centre, per_bin.kappa_all, "o-", label="all stimuli")
-    ax.plot(centre, per_bin.kappa_contrastive, "s-", label=f"contrastive (k={analysis.k})")
+    boot = analysis.bootstrap
+    for values, marker, label, interval in (
+        (per_bin.kappa_all, "o-", "all stimuli", None if boot is None else boot.kappa_all),
+        (per_bin.kappa_contrastive, "s-", f"contrastive (k={analysis.k})",
+         None if boot is None else boot.kappa_contrastive),
+    ):
+        line = ax.plot(centre, values, marker, label=label)[0]
+        if interval is not None:  # the bins are subsets 1.. of the bootstrap
+            ax.fill_between(centre, interval.low[1:], interval.high[1:], color=line.get_color(), alpha=0.2, lw=0)
     ax.set_xlabel("accuracy bin (centre)")
     ax.set_ylabel("Fleiss' kappa")
-    ax.set_title("Agreement by accuracy: all vs contrastive stimuli")
+    ax.set_title("Agreement by accuracy: all vs contrastive stimuli"
+                 + ("" if boot is None else f"\n(bands: {boot.confidence:.0%} bootstrap intervals over stimuli)"))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -15,6 +15,7 @@ import numpy as np
 
 from jaxagree.accuracy import AccuracyBins, accuracy_bins, check_labels, correct_rate
 from jaxagree.agreement import contrastive_stimuli, fleiss_kappa, per_stimulus_agreement
+from jaxagree.agreement_bootstrap import AgreementBootstrap, agreement_bootstrap
 from jaxagree.counts import agreement_stats, check_predictions
 
 
@@ -49,6 +50,8 @@ class AgreementAnalysis(NamedTuple):
       contrastive_kappa: Fleiss' kappa of all models over the contrastive stimuli.
       accuracy: ``float32 [models]`` with labels, else None.
       per_bin: :class:`BinResults` with labels, else None.
+      bootstrap: with ``num_bootstrap``, the :class:`~jaxagree.AgreementBootstrap` intervals;
+        subset 0 is all models, subset ``1 + b`` accuracy bin ``b``. Else None.
     """
 
     fleiss_kappa: float
@@ -60,6 +63,7 @@ class AgreementAnalysis(NamedTuple):
     contrastive_kappa: float
     accuracy: np.ndarray | None
     per_bin: BinResults | None
+    bootstrap: AgreementBootstrap | None = None
 
 
 def default_k(num_with_agreement: int) -> int:
@@ -85,6 +89,9 @@ def analyse_agreement(
     k: int | None = None,
     num_bins: int | None = None,
     bin_edges: Sequence[float] | np.ndarray | None = None,
+    num_bootstrap: int | None = None,
+    seed: int = 0,
+    confidence: float = 0.95,
 ) -> AgreementAnalysis:
     """Agreement, kappa and contrastive stimuli; per accuracy bin too when labels are given.
 
@@ -95,6 +102,9 @@ def analyse_agreement(
       k: contrastive stimuli to select (default :func:`default_k`).
       num_bins: equal-count accuracy bins (default :func:`default_num_bins`); needs labels.
       bin_edges: accuracy bin edges instead of ``num_bins``; needs labels.
+      num_bootstrap: adds percentile intervals over stimuli (:func:`~jaxagree.agreement_bootstrap`)
+        for kappa over all and contrastive stimuli, overall and per bin, and with labels for
+        error consistency; ``seed`` draws the replicates, ``confidence`` is the coverage.
     """
     if labels is None and (num_bins is not None or bin_edges is not None):
         raise ValueError("accuracy bins need labels: give a label column or a labels array")
@@ -122,7 +132,7 @@ def analyse_agreement(
         per_bin=None,
     )
     if labels is None:
-        return analysis
+        return _with_bootstrap(analysis, preds, None, None, num_categories, num_bootstrap, seed, confidence)
     accuracy = np.asarray(correct_rate(preds, labels))
     if bin_edges is None and num_bins is None:
         num_bins = default_num_bins(preds.shape[0])
@@ -144,4 +154,16 @@ def analyse_agreement(
         contrastive=bin_contrastive,
         kappa_contrastive=kappa_contrastive,
     )
-    return analysis._replace(accuracy=accuracy, per_bin=per_bin)
+    analysis = analysis._replace(accuracy=accuracy, per_bin=per_bin)
+    return _with_bootstrap(analysis, preds, labels, bins.model_mask, num_categories, num_bootstrap, seed, confidence)
+
+
+def _with_bootstrap(analysis: AgreementAnalysis, preds, labels, bin_mask, num_categories: int,
+                    num_bootstrap: int | None, seed: int, confidence: float) -> AgreementAnalysis:
+    if num_bootstrap is None:
+        return analysis
+    everyone = np.ones((1, preds.shape[0]), bool)
+    mask = everyone if bin_mask is None else np.concatenate([everyone, np.asarray(bin_mask, bool)])
+    bootstrap = agreement_bootstrap(preds, num_categories=num_categories, k=analysis.k, model_mask=mask,
+                                    labels=labels, num_bootstrap=num_bootstrap, seed=seed, confidence=confidence)
+    return analysis._replace(bootstrap=bootstrap)
