@@ -13,7 +13,7 @@ from jaxagree.analysis import AgreementAnalysis, CKAAnalysis, StimulusSetCompari
 from jaxagree.io import PredictionTable, write_csv, write_json
 
 
-def _short(value) -> float:
+def short_float(value) -> float:
     """A float32 result as the shortest decimal that round-trips (no spurious digits)."""
     return float(str(np.float32(value)))
 
@@ -22,30 +22,30 @@ def agreement_summary(analysis: AgreementAnalysis, table: PredictionTable) -> di
     """The summary written to ``summary.json`` (and printed by the CLI)."""
     agreement = analysis.agreement
     summary = {
-        "fleiss_kappa": _short(analysis.fleiss_kappa),
-        "randolph_kappa": _short(analysis.randolph_kappa),
+        "fleiss_kappa": short_float(analysis.fleiss_kappa),
+        "randolph_kappa": short_float(analysis.randolph_kappa),
         "num_models": len(table.models),
         "num_stimuli": len(table.stimuli),
         "num_categories": table.num_categories,
         "stimuli_with_agreement": int(np.sum(~np.isnan(agreement))),
-        "mean_agreement": _short(np.nanmean(agreement)),
+        "mean_agreement": short_float(np.nanmean(agreement)),
         "k": analysis.k,
-        "contrastive_fleiss_kappa": _short(analysis.contrastive_kappa),
-        "contrastive_max_agreement": _short(agreement[analysis.contrastive].max()),
+        "contrastive_fleiss_kappa": short_float(analysis.contrastive_kappa),
+        "contrastive_max_agreement": short_float(agreement[analysis.contrastive].max()),
     }
     if analysis.accuracy is not None:
-        summary["mean_accuracy"] = _short(np.mean(analysis.accuracy))
+        summary["mean_accuracy"] = short_float(np.mean(analysis.accuracy))
     boot = analysis.bootstrap
     if analysis.per_bin is not None:
         per_bin = analysis.per_bin
         summary["accuracy_bins"] = [
             {
                 "bin": b,
-                "accuracy_lower": _short(per_bin.bins.lower[b]),
-                "accuracy_upper": _short(per_bin.bins.upper[b]),
+                "accuracy_lower": short_float(per_bin.bins.lower[b]),
+                "accuracy_upper": short_float(per_bin.bins.upper[b]),
                 "num_models": int(per_bin.bins.model_mask[b].sum()),
-                "fleiss_kappa_all": _short(per_bin.kappa_all[b]),
-                "fleiss_kappa_contrastive": _short(per_bin.kappa_contrastive[b]),
+                "fleiss_kappa_all": short_float(per_bin.kappa_all[b]),
+                "fleiss_kappa_contrastive": short_float(per_bin.kappa_contrastive[b]),
                 **({} if boot is None else {
                     "fleiss_kappa_all_interval": _interval_of(boot.kappa_all, 1 + b),
                     "fleiss_kappa_contrastive_interval": _interval_of(boot.kappa_contrastive, 1 + b),
@@ -62,13 +62,13 @@ def agreement_summary(analysis: AgreementAnalysis, table: PredictionTable) -> di
         }
         if boot.error_consistency is not None:
             mean, low, high = mean_error_consistency(boot)
-            summary["bootstrap"]["mean_error_consistency"] = _short(mean)
-            summary["bootstrap"]["mean_error_consistency_interval"] = [_short(low), _short(high)]
+            summary["bootstrap"]["mean_error_consistency"] = short_float(mean)
+            summary["bootstrap"]["mean_error_consistency_interval"] = [short_float(low), short_float(high)]
     return summary
 
 
 def _interval_of(interval, index: int) -> list[float]:
-    return [_short(interval.low[index]), _short(interval.high[index])]
+    return [short_float(interval.low[index]), short_float(interval.high[index])]
 
 
 def mean_error_consistency(boot) -> tuple[float, float, float]:
@@ -141,7 +141,7 @@ def write_agreement_report(
     return written
 
 
-def _pyplot():
+def agg_pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,7 +152,7 @@ def _pyplot():
 
 def plot_kappa_by_bin(analysis: AgreementAnalysis, path: str | os.PathLike) -> Path:
     """Fig. 3: Fleiss' kappa per accuracy bin, over all stimuli vs the contrastive stimuli."""
-    plt = _pyplot()
+    plt = agg_pyplot()
     per_bin = analysis.per_bin
     centre = (per_bin.bins.lower + per_bin.bins.upper) / 2
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
@@ -184,7 +184,7 @@ def plot_sorted_agreement(analysis: AgreementAnalysis, path: str | os.PathLike) 
     models, so a column is the same stimulus in every row. Right: each row's agreement sorted on
     its own.
     """
-    plt = _pyplot()
+    plt = agg_pyplot()
     if analysis.per_bin is not None:
         rows = analysis.per_bin.agreement
         names = analysis.per_bin.bins.names()
@@ -235,7 +235,7 @@ def plot_cka(
     matrix: np.ndarray, models: list[str], path: str | os.PathLike, *, families: list[str] | None, title: str
 ) -> Path:
     """Heatmap of a model-by-model similarity matrix; family boundaries drawn when given."""
-    plt = _pyplot()
+    plt = agg_pyplot()
     size = min(12.0, 3.0 + 0.12 * len(models))
     fig, ax = plt.subplots(figsize=(size + 1.5, size), dpi=120)
     image = _draw_cka(ax, matrix, models, families, max_labels=60)
@@ -366,7 +366,7 @@ def identify_line(name: str, comparison: StimulusSetComparison) -> str:
 
 def plot_identify_scores(comparison: StimulusSetComparison, path: str | os.PathLike) -> Path:
     """Each score per stimulus set, with its percentile bootstrap interval; one panel per score."""
-    plt = _pyplot()
+    plt = agg_pyplot()
     rows = list(_score_rows(comparison))
     fields = list(dict.fromkeys(row[2] for row in rows))
     names = list(comparison.sets)
@@ -399,7 +399,7 @@ def plot_identify_scores(comparison: StimulusSetComparison, path: str | os.PathL
 def plot_identify_cka(comparison: StimulusSetComparison, models: list[str], families: list[str],
                       path: str | os.PathLike) -> Path:
     """Each set's CKA matrix side by side (up to four a row), models ordered by family."""
-    plt = _pyplot()
+    plt = agg_pyplot()
     order = np.array(sorted(range(len(models)), key=lambda i: (families[i], i)))
     names = [models[i] for i in order]
     ordered_families = [families[i] for i in order]
