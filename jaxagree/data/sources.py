@@ -14,7 +14,9 @@
     TensorFlow). SPLIT may be sliced (``validation[:1000]``). Ids are the dataset's file name or
     id feature when it has one, otherwise ``SPLIT/INDEX`` (:mod:`jaxagree.data.tfds_source`).
 ``synthetic:NAME?params``
-    a probe generated in JAX by :mod:`jaxagree.data.synthetic`; the parameters are read here, and
+    a probe generated in JAX by :mod:`jaxagree.data.synthetic` (or ``synthetic:digits?split=...``:
+    cluttered handwritten digits with labels, :mod:`jaxagree.data.digits`, which trains the demo's
+    zoo offline); the parameters are read here, and
     the image sets a probe is made from (``cue_conflict?shapes=SOURCE&textures=SOURCE``) are
     opened through the same table. The generators know nothing of sources: imports run one way.
 
@@ -38,6 +40,9 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from jaxagree.data.digits import CATEGORIES as DIGIT_CATEGORIES
+from jaxagree.data.digits import SPLITS as DIGIT_SPLITS
+from jaxagree.data.digits import digit_canvases
 from jaxagree.data.folder import IMAGE_SUFFIXES, FolderStimuli
 from jaxagree.data.stimuli import DEFAULT_IMAGE_SIZE, ArrayStimuli, Stimuli, decode_image, square_image
 from jaxagree.data.synthetic import SHAPES, cue_conflict, local_global, squares
@@ -178,7 +183,12 @@ def synthetic_stimuli(source: str, *, data_dir: str | os.PathLike | None = None)
     and the local shape, e.g. ``local_global-0-000001-cross-ring``) or
     ``synthetic:cue_conflict?shapes=SOURCE&textures=SOURCE&n=1000&size=224&cutoff=8&seed=0``
     (SOURCE: any stimulus source without ``?`` or ``&``; ids name the shape and the texture
-    stimulus, labels are the shape's). ``data_dir``: for ``tfds:`` sources inside cue_conflict."""
+    stimulus, labels are the shape's) or
+    ``synthetic:digits?split=train&n=20000&size=32&min_scale=0.4&max_scale=0.9&clutter=2&noise=0.08&seed=0``
+    (cluttered handwritten digits, :mod:`jaxagree.data.digits`; ``split`` is ``train`` or ``pool``,
+    whose source digits are disjoint; labels 0-9, categories ``"0"`` to ``"9"``; ids name the split,
+    the seed, the index and the source digit, e.g. ``digits-pool-0-000001-d0123``).
+    ``data_dir``: for ``tfds:`` sources inside cue_conflict."""
     name, params = parse_synthetic(source)
     if name not in _PROBES:
         raise ValueError(f"{source}: unknown synthetic probe {name!r}; known: {', '.join(_PROBES)}")
@@ -186,10 +196,12 @@ def synthetic_stimuli(source: str, *, data_dir: str | os.PathLike | None = None)
     unknown = set(params) - set(table)
     if unknown:
         raise ValueError(f"{source}: unknown parameter(s) {sorted(unknown)}; known: {sorted(table)}")
-    try:
-        kwargs = {table[k][0]: table[k][1](v) for k, v in params.items()}
-    except ValueError as error:
-        raise ValueError(f"{source}: {error}") from None
+    kwargs = {}
+    for k, v in params.items():
+        try:
+            kwargs[table[k][0]] = table[k][1](v)
+        except ValueError as error:
+            raise ValueError(f"{source}: parameter {k!r}: {error}") from None
     key = jax.random.key(kwargs.pop("seed", 0))
     kwargs.setdefault("num_stimuli", 1000)
     return make(source, key, kwargs, f"{name}-{int(params.get('seed', 0))}", data_dir)
@@ -227,6 +239,22 @@ def _cue_conflict_stimuli(source: str, key: jax.Array, kwargs: dict, prefix: str
     return ArrayStimuli(probe.images, labels, ids, shapes.categories, source=source)
 
 
+def _digits_stimuli(source: str, key: jax.Array, kwargs: dict, prefix: str, data_dir) -> ArrayStimuli:
+    try:
+        probe = digit_canvases(key, **kwargs)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
+    split, seed = kwargs.get("split", "train"), prefix.rpartition("-")[2]
+    ids = [f"digits-{split}-{seed}-{i:06d}-d{digit:04d}" for i, digit in enumerate(probe.digits)]
+    return ArrayStimuli(probe.images, probe.labels, ids, DIGIT_CATEGORIES, source=source)
+
+
+def _digit_split(value: str) -> str:
+    if value not in DIGIT_SPLITS:
+        raise ValueError(f"must be one of {', '.join(DIGIT_SPLITS)}, got {value!r}")
+    return value
+
+
 class _Probe(NamedTuple):
     params: dict[str, tuple[str, Callable[[str], object]]]  # query name -> (keyword, parser)
     make: Callable[[str, jax.Array, dict, str, object], ArrayStimuli]
@@ -242,6 +270,10 @@ _PROBES = {
     "cue_conflict": _Probe({"n": ("num_stimuli", int), "size": ("image_size", int), "seed": ("seed", int),
                             "cutoff": ("cutoff", float), "shapes": ("shapes", str), "textures": ("textures", str)},
                            _cue_conflict_stimuli),
+    "digits": _Probe({"n": ("num_stimuli", int), "size": ("image_size", int), "seed": ("seed", int),
+                      "split": ("split", _digit_split), "min_scale": ("min_scale", float),
+                      "max_scale": ("max_scale", float), "clutter": ("clutter", int), "noise": ("noise", float)},
+                     _digits_stimuli),
 }
 
 

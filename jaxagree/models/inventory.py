@@ -13,7 +13,23 @@ A zoo file lists models as ``[[model]]`` tables::
 Sources:
 
 * ``native:ARCHITECTURE/VARIANT``: jaxagree's own Flax zoo (:mod:`jaxagree.models.native`),
-  random weights from ``seed``, ``num_classes`` outputs (default 1000).
+  random weights from ``seed``, ``num_classes`` outputs (default 1000). Architecture options
+  set sizes over the variant's (:data:`~jaxagree.models.native.ARCHITECTURE_OPTIONS`: ``widths``
+  and ``depth`` of a conv net; ``patch``, ``dim``, ``depth``, ``heads`` of a ViT; ``patch``,
+  ``dim``, ``depth``, ``token_hidden``, ``channel_hidden`` of a mixer; ``image_size`` and
+  ``crop_fraction`` of any). ``checkpoint``: an orbax checkpoint folder of trained weights (a
+  path relative to the zoo file's folder; :func:`jaxagree.models.train.train_zoo` writes them,
+  with a zoo file that names them), restored in place of random ones::
+
+      [[model]]
+      name = "conv-small-0"
+      source = "native:convnet/tiny"
+      family = "conv"
+      num_classes = 10
+      widths = [16, 32]
+      image_size = 32
+      crop_fraction = 1.0
+      checkpoint = "checkpoints/conv-small-0"
 * ``python:MODULE:FUNCTION``: a user function called with the entry's options; it returns a
   ``flax.nnx.Module`` mapping normalised images ``[batch, size, size, 3]`` to
   ``(logits, features)``, and its :class:`~jaxagree.models.preprocess.Preprocess` (or the module has
@@ -30,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import os
 import re
 import tomllib
 from collections.abc import Callable
@@ -40,7 +57,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxagree.models.native import build_native, native_family
+from jaxagree.models import checkpoint as weights
+from jaxagree.models.native import ARCHITECTURE_OPTIONS, abstract_native, build_native, native_config, native_family
 from jaxagree.models.preprocess import Preprocess
 
 FAMILIES = ("conv", "attention", "hybrid", "mlp")
@@ -160,6 +178,9 @@ def read_zoo(path: str | Path, *, trust_code: bool = False) -> list[ModelSpec]:
             raise ValueError(f"{where}: metadata must be a table")
         options = {k: v for k, v in entry.items() if k not in _RESERVED}
         check_options(entry["source"], options, where)
+        if entry["source"].startswith("native:") and "checkpoint" in options:
+            # Relative to the zoo file, so that a zoo and its checkpoints move together.
+            options["checkpoint"] = os.path.abspath(path.parent / options["checkpoint"])
         specs.append(ModelSpec(name, entry["source"], entry["family"], options, metadata))
     return specs
 
@@ -189,13 +210,17 @@ def check_options(source: str, options: dict[str, Any], where: str) -> None:
     options go to the user's function unchecked. Raises ``ValueError`` naming ``where`` and the option."""
     from jaxagree.models.huggingface import TASKS
 
-    kind = source.partition(":")[0]
+    kind, _, rest = source.partition(":")
     if kind == "python":
         return
+    architecture, _, variant = rest.partition("/")
     checks = {
         "native": {
             "seed": (_is_int_in(_SEEDS), f"an integer from 0 to {_SEEDS.stop - 1}"),
             "num_classes": (_is_int_in(_CLASS_COUNTS), f"an integer from 1 to {_CLASS_COUNTS.stop - 1:,}"),
+            "checkpoint": (lambda v: isinstance(v, str) and v != "", "a non-empty string (a checkpoint folder)"),
+            # Checked together below, where their relations (patch divides image_size) are known.
+            **{name: (lambda v: True, "") for name in ARCHITECTURE_OPTIONS.get(architecture, ())},
         },
         "hf": {
             "task": (lambda v: v in TASKS, " or ".join(map(repr, TASKS))),
@@ -209,6 +234,16 @@ def check_options(source: str, options: dict[str, Any], where: str) -> None:
         valid, expected = checks[option]
         if not valid(value):
             raise ValueError(f"{where}: option {option!r} must be {expected}, got {value!r}")
+    if kind == "native":
+        try:
+            native_config(architecture, variant, **_architecture(options))
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+
+
+def _architecture(options: dict[str, Any]) -> dict[str, Any]:
+    """A native entry's architecture options (those that are not seed, class count or checkpoint)."""
+    return {k: v for k, v in options.items() if k not in ("seed", "num_classes", "checkpoint")}
 
 
 def _is_int_in(allowed: range) -> Callable[[Any], bool]:
@@ -229,7 +264,10 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         return _loaded(spec, *load_hf(spec.name, rest, spec.options))
     if kind == "native":
         architecture, _, variant = rest.partition("/")
-        module, preprocess = build_native(architecture, variant, **spec.options)
+        if "checkpoint" not in spec.options:
+            module, preprocess = build_native(architecture, variant, **spec.options)
+        else:
+            return _restored(spec, architecture, variant)
     else:
         module_name, function_name = rest.split(":")
         try:
@@ -244,12 +282,31 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     return _loaded(spec, NnxForward(graphdef), state, preprocess)
 
 
+def _restored(spec: ModelSpec, architecture: str, variant: str) -> LoadedModel:
+    """A native model with the weights of its ``checkpoint``, restored into its abstract shape
+    (no random weights are drawn first)."""
+    options = {k: v for k, v in spec.options.items() if k not in ("seed", "checkpoint")}
+    abstract, preprocess = abstract_native(architecture, variant, **options)
+    graphdef, shapes = nnx.split(abstract)
+    try:
+        state = weights.restore_state(spec.options["checkpoint"], shapes)
+    except ValueError as error:
+        raise ValueError(f"model {spec.name!r}: {error}") from None
+    return _loaded(spec, NnxForward(graphdef), state, preprocess)
+
+
 def model_files(spec: ModelSpec) -> list[Path]:
     """The files whose contents determine a model, for the extraction cache's key: an ``hf:``
-    checkpoint's files (see :func:`jaxagree.models.huggingface.checkpoint_files`) and a
-    ``python:`` source's module file (not what that module imports or reads). Native models have
-    none: their weights come from their options."""
+    checkpoint's files (see :func:`jaxagree.models.huggingface.checkpoint_files`), a native
+    entry's ``checkpoint`` folder's files and a ``python:`` source's module file (not what that
+    module imports or reads). Other native models have none: their weights come from their
+    options. Raises ``ValueError`` naming the model when its checkpoint is missing."""
     kind, _, rest = spec.source.partition(":")
+    if kind == "native" and "checkpoint" in spec.options:
+        try:
+            return weights.checkpoint_files(spec.options["checkpoint"])
+        except ValueError as error:
+            raise ValueError(f"model {spec.name!r}: {error}") from None
     if kind == "hf":
         from jaxagree.models.huggingface import checkpoint_files
 

@@ -7,8 +7,10 @@ Every model maps normalised images ``float32 [batch, size, size, 3]`` to
 global average for conv nets and mixers, the class token for ViTs). Intermediate layers are
 pooled the same way: ``stage1, stage2, ...`` for conv nets, ``block1, block2, ...`` for ViTs
 (class token) and mixers (token mean).
-Weights are random (from ``seed``): the zoo is for pipelines, tests and benchmarks, and for
-users who train their own.
+Weights are random (from ``seed``) unless a zoo entry names a checkpoint (trained with
+:func:`jaxagree.models.train.train_zoo`, or by users who train their own). An entry may set
+architecture options over its variant's (:data:`ARCHITECTURE_OPTIONS`), so that models of any
+size are described in a zoo file.
 """
 
 from __future__ import annotations
@@ -181,18 +183,96 @@ VARIANTS: dict[str, dict[str, _Variant]] = {
 }
 
 
+# Architecture options an entry may set over its variant's (``native:convnet/tiny`` with
+# ``widths = [16, 32]``): the variants are starting points, not the only sizes.
+ARCHITECTURE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "convnet": ("widths", "depth", "image_size", "crop_fraction"),
+    "vit": ("patch", "dim", "depth", "heads", "image_size", "crop_fraction"),
+    "mixer": ("patch", "dim", "depth", "token_hidden", "channel_hidden", "image_size", "crop_fraction"),
+}
+# Sizes past these are typos that would allocate gigabytes before failing.
+_LIMITS = {"widths": 8192, "depth": 256, "image_size": 4096, "patch": 512, "dim": 16384, "heads": 256,
+           "token_hidden": 65536, "channel_hidden": 65536}
+
+
+class NativeConfig(NamedTuple):
+    """A native model's architecture: its variant with an entry's options applied.
+
+    Attributes:
+      build: the module class (:class:`ConvNet`, :class:`ViT` or :class:`MlpMixer`).
+      family: conv, attention or mlp.
+      options: the class's keyword arguments (``image_size`` included for ViTs and mixers).
+      preprocess: how its images are prepared (``image_size`` square; ``crop_fraction``).
+    """
+
+    build: type
+    family: str
+    options: dict
+    preprocess: Preprocess
+
+
 def native_family(architecture: str, variant: str) -> str:
     return _variant(architecture, variant).family
 
 
-def build_native(architecture: str, variant: str, *, num_classes: int = 1000, seed: int = 0):
-    """A randomly initialised model of jaxagree's zoo and its :class:`Preprocess`."""
+def native_config(architecture: str, variant: str, **overrides) -> NativeConfig:
+    """The architecture of ``native:ARCHITECTURE/VARIANT`` with ``overrides`` (names in
+    :data:`ARCHITECTURE_OPTIONS`) in place of the variant's values, checked: positive sizes,
+    ``widths`` a non-empty list, ``patch`` dividing ``image_size``, ``heads`` dividing ``dim``,
+    ``crop_fraction`` in (0, 1] (1: the whole image, no crop; the variants crop 0.875 as ImageNet
+    models do). Raises ``ValueError`` naming the option."""
     spec = _variant(architecture, variant)
-    options = dict(spec.options)
-    if spec.build in (ViT, MlpMixer):
-        options["image_size"] = spec.image_size
-    model = spec.build(**options, num_classes=num_classes, rngs=nnx.Rngs(seed))
-    return model, Preprocess(spec.image_size)
+    allowed = ARCHITECTURE_OPTIONS[architecture]
+    for option, value in overrides.items():
+        if option not in allowed:
+            raise ValueError(f"unknown option {option!r} for native {architecture}; known: {', '.join(allowed)}")
+        _check_option(option, value)
+    options = {**spec.options, "image_size": spec.image_size, **overrides}
+    crop_fraction = float(options.pop("crop_fraction", Preprocess._field_defaults["crop_fraction"]))
+    image_size = options["image_size"] if spec.build is not ConvNet else options.pop("image_size")
+    if "widths" in options:
+        options["widths"] = tuple(options["widths"])
+    if "patch" in options and image_size % options["patch"]:
+        raise ValueError(f"option 'patch' ({options['patch']}) must divide image_size ({image_size})")
+    if "heads" in options and options["dim"] % options["heads"]:
+        raise ValueError(f"option 'heads' ({options['heads']}) must divide dim ({options['dim']})")
+    return NativeConfig(spec.build, spec.family, options, Preprocess(image_size, crop_fraction=crop_fraction))
+
+
+def _check_option(option: str, value) -> None:
+    if option == "crop_fraction":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+            raise ValueError(f"option 'crop_fraction' must be a number in (0, 1], got {value!r}")
+        return
+    values = value if option == "widths" else [value]
+    if option == "widths" and (not isinstance(value, list | tuple) or not value):
+        raise ValueError(f"option 'widths' must be a non-empty list of positive integers, got {value!r}")
+    limit = _LIMITS[option]
+    for item in values:
+        if isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= limit:
+            what = "a list of integers" if option == "widths" else "an integer"
+            raise ValueError(f"option {option!r} must be {what} from 1 to {limit}, got {value!r}")
+
+
+def build_native(architecture: str, variant: str, *, num_classes: int = 1000, seed: int = 0, **overrides):
+    """A randomly initialised model of jaxagree's zoo and its :class:`Preprocess`; ``overrides``
+    set architecture options over the variant's (see :func:`native_config`)."""
+    config = native_config(architecture, variant, **overrides)
+    model = config.build(**config.options, num_classes=num_classes, rngs=nnx.Rngs(seed))
+    return model, config.preprocess
+
+
+def abstract_native(architecture: str, variant: str, *, num_classes: int = 1000, **overrides):
+    """The model of :func:`build_native` as shapes only (``nnx.eval_shape``: no weights are
+    drawn), to restore a checkpoint into, and its :class:`Preprocess`."""
+    config = native_config(architecture, variant, **overrides)
+    model = nnx.eval_shape(lambda: config.build(**config.options, num_classes=num_classes, rngs=nnx.Rngs(0)))
+    return model, config.preprocess
+
+
+def parameter_count(model: nnx.Module) -> int:
+    """The number of trainable values (``nnx.Param`` leaves) of a model."""
+    return sum(int(x.size) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
 def _variant(architecture: str, variant: str) -> _Variant:
