@@ -85,7 +85,7 @@ class TrainResult(NamedTuple):
       steps, learning_rate, data_fraction, batch_size: its budget.
       accuracy: top-1 accuracy on the held-out stimuli.
       first_loss, final_loss: mean training cross-entropy over the first and the last
-        ``_LOSS_WINDOW`` (25) steps.
+        ``_LOSS_WINDOW`` (25) steps (a quarter of the steps, for fewer than 100).
       seconds: wall time of its group's training divided among the group's models.
       reused: found finished in ``out_dir`` and not trained again.
     """
@@ -328,7 +328,7 @@ def _train_lanes(group: list[TrainSpec], train: _Split, test: _Split, folder: Pa
         losses.append(loss)
         bar.update(len(group))
     losses = np.asarray(jnp.stack(losses))  # [steps, models]
-    window = min(_LOSS_WINDOW, first.steps)
+    window = max(1, min(_LOSS_WINDOW, first.steps // 4))  # short runs: windows that do not overlap
     first_loss, final_loss = losses[:window].mean(axis=0), losses[-window:].mean(axis=0)
     accuracy = np.asarray(_accuracy(graphdef, preprocess, params, test))
     seconds = (time.perf_counter() - start) / len(group)
