@@ -11,10 +11,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import bench_agreement, bench_bootstrap, bench_cka, bench_extract, bench_sources  # noqa: E402
+from benchmarks import (  # noqa: E402
+    bench_agreement,
+    bench_agreement_bootstrap,
+    bench_bootstrap,
+    bench_cka,
+    bench_extract,
+    bench_sources,
+)
 
-BENCHMARKS = {"agreement": bench_agreement.main, "cka": bench_cka.main, "bootstrap": bench_bootstrap.main,
-              "extract": bench_extract.main, "sources": bench_sources.main}
+BENCHMARKS = {"agreement": bench_agreement.main, "agreement-bootstrap": bench_agreement_bootstrap.main,
+              "cka": bench_cka.main, "bootstrap": bench_bootstrap.main, "extract": bench_extract.main,
+              "sources": bench_sources.main}
 
 
 def main(argv: list[str]) -> None:

@@ -105,6 +105,28 @@ def test_bootstrap_benchmark_fails_on_a_wrong_answer(monkeypatch):
         bench_bootstrap.run_case(*bench_bootstrap.QUICK_CASES[0], rate=1e10, quick=True)
 
 
+def test_agreement_bootstrap_benchmark_quick_run():
+    pytest.importorskip("statsmodels")  # the peer, and the answers' checks
+    from benchmarks import bench_agreement_bootstrap
+
+    table = bench_agreement_bootstrap.main(["--quick", "--no-save"])
+    assert column(table, "models x stimuli x categories") == ["12 x 400 x 10"] * 2
+    assert column(table, "labels (error consistency)") == ["no", "yes"]
+    assert all(float(x) > 0 for x in column(table, "per replicate (ms)") + column(table, "vs statsmodels loop"))
+
+
+def test_agreement_bootstrap_benchmark_fails_on_a_wrong_answer(monkeypatch):
+    pytest.importorskip("statsmodels")
+    from benchmarks import bench_agreement_bootstrap
+
+    right = ja.agreement_bootstrap
+    monkeypatch.setattr(ja, "agreement_bootstrap", lambda *args, **kwargs: (lambda r: r._replace(
+        kappa_contrastive=r.kappa_contrastive._replace(replicates=r.kappa_contrastive.replicates * 0.999)))(
+        right(*args, **kwargs)))
+    with pytest.raises(AssertionError, match="12 x 400 x 10: a replicate differs from the float64 reference"):
+        bench_agreement_bootstrap.run_case(*bench_agreement_bootstrap.QUICK_CASES[0], rate=1e10, quick=True)
+
+
 def test_device_benchmark_quick_run(monkeypatch):
     from benchmarks import device_cka
 
