@@ -23,8 +23,8 @@ def test_source_digits_split_into_disjoint_train_and_pool():
 
 
 def test_canvases_draw_digits_and_fragments_from_their_split_only():
-    train = digit_canvases(jax.random.key(0), 300, split="train")
-    pool = digit_canvases(jax.random.key(0), 300, split="pool")
+    train = digit_canvases(jax.random.key(0), 300, split="train", clutter=2)
+    pool = digit_canvases(jax.random.key(0), 300, split="pool", clutter=2)
     for canvases, split in ((train, "train"), (pool, "pool")):
         members = set(digit_split(split))
         assert set(canvases.digits) <= members and set(canvases.fragments.ravel()) <= members

@@ -136,3 +136,18 @@ def test_train_zoo_refuses_what_it_cannot_train(tmp_path):
         train_zoo([spec, spec], EASY, out_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="training needs a label for every stimulus"):
         train_zoo([spec], "synthetic:squares?n=8&size=16&square=2", out_dir=tmp_path, progress=False)
+
+
+def test_the_demo_zoo_is_data_three_families_at_several_sizes_and_budgets():
+    from jaxagree.models import digits_zoo
+    from jaxagree.models.inventory import check_options
+
+    full, quick = digits_zoo(), digits_zoo(quick=True)
+    assert len(full) >= 24 and 6 <= len(quick) <= 9
+    for zoo in (full, quick):
+        assert len({s.model.name for s in zoo}) == len(zoo)
+        assert {s.model.family for s in zoo} == {"conv", "attention", "mlp"}
+        for spec in zoo:
+            check_options(spec.model.source, spec.model.options, spec.model.name)
+    assert len({s.steps for s in full}) >= 3 and len({s.data_fraction for s in full}) >= 3
+    assert len({json.dumps(s.model.options, sort_keys=True) for s in full if s.model.family == "conv"}) >= 3

@@ -80,10 +80,10 @@ def digit_canvases(
     *,
     split: str = "train",
     image_size: int = 32,
-    min_scale: float = 0.4,
+    min_scale: float = 0.5,
     max_scale: float = 0.9,
-    clutter: int = 2,
-    noise: float = 0.08,
+    clutter: int = 1,
+    noise: float = 0.05,
 ) -> DigitCanvases:
     """``num_stimuli`` canvases of the digits of ``split`` (see the module docstring).
 

@@ -184,7 +184,7 @@ def synthetic_stimuli(source: str, *, data_dir: str | os.PathLike | None = None)
     ``synthetic:cue_conflict?shapes=SOURCE&textures=SOURCE&n=1000&size=224&cutoff=8&seed=0``
     (SOURCE: any stimulus source without ``?`` or ``&``; ids name the shape and the texture
     stimulus, labels are the shape's) or
-    ``synthetic:digits?split=train&n=20000&size=32&min_scale=0.4&max_scale=0.9&clutter=2&noise=0.08&seed=0``
+    ``synthetic:digits?split=train&n=20000&size=32&min_scale=0.5&max_scale=0.9&clutter=1&noise=0.05&seed=0``
     (cluttered handwritten digits, :mod:`jaxagree.data.digits`; ``split`` is ``train`` or ``pool``,
     whose source digits are disjoint; labels 0-9, categories ``"0"`` to ``"9"``; ids name the split,
     the seed, the index and the source digit, e.g. ``digits-pool-0-000001-d0123``).
