@@ -21,9 +21,11 @@ SMALL = {"image_size": 16, "crop_fraction": 1.0}
 
 
 def _specs(steps=40):
-    conv = ModelSpec("conv-0", "native:convnet/tiny", "conv", {"seed": 0, "widths": [8, 16], **SMALL}, {})
+    conv = ModelSpec("conv-0", "native:convnet/tiny", "conv", {"seed": 0, "architecture": {"widths": [8, 16], **SMALL}},
+                     {})
     vits = [ModelSpec(f"vit-{s}", "native:vit/tiny", "attention",
-                      {"seed": s, "patch": 4, "dim": 16, "depth": 1, "heads": 2, **SMALL}, {}) for s in (0, 1)]
+                      {"seed": s, "architecture": {"patch": 4, "dim": 16, "depth": 1, "heads": 2, **SMALL}}, {})
+            for s in (0, 1)]
     return [TrainSpec(conv, steps, 3e-3, batch_size=64)] + [TrainSpec(v, steps, 3e-3, batch_size=64) for v in vits]
 
 
@@ -46,7 +48,7 @@ def test_training_lowers_the_loss_and_writes_a_zoo_file(trained):
     assert [s.name for s in zoo] == ["conv-0", "vit-0", "vit-1"]
     conv = zoo[0]
     assert conv.options["checkpoint"] == str(out / "checkpoints" / "conv-0")  # resolved against the zoo's folder
-    assert conv.options["widths"] == [8, 16] and conv.options["num_classes"] == 10
+    assert conv.options["architecture"] == {"widths": [8, 16], **SMALL} and conv.options["num_classes"] == 10
     assert conv.metadata["steps"] == 40 and conv.metadata["learning_rate"] == 3e-3
     assert conv.metadata["heldout_accuracy"] == pytest.approx(results[0].accuracy, abs=1e-4)
     assert conv.metadata["parameters"] == results[0].parameters and conv.metadata["data_fraction"] == 1.0
@@ -90,9 +92,9 @@ def test_a_second_call_reuses_finished_models_and_retrains_changed_or_unfinished
 
 def test_zoo_file_budgets_come_from_metadata(tmp_path):
     zoo = tmp_path / "in.toml"
-    zoo.write_text('[[model]]\nname = "c"\nsource = "native:convnet/tiny"\nfamily = "conv"\nwidths = [4, 8]\n'
-                   'image_size = 16\ncrop_fraction = 1.0\n[model.metadata]\nsteps = 5\nlearning_rate = 0.01\n'
-                   'data_fraction = 0.5\nbatch_size = 16\n')
+    zoo.write_text('[[model]]\nname = "c"\nsource = "native:convnet/tiny"\nfamily = "conv"\n'
+                   '[model.architecture]\nwidths = [4, 8]\nimage_size = 16\ncrop_fraction = 1.0\n'
+                   '[model.metadata]\nsteps = 5\nlearning_rate = 0.01\ndata_fraction = 0.5\nbatch_size = 16\n')
     (result,) = train_zoo(zoo, EASY, out_dir=tmp_path / "out", progress=False)
     assert (result.steps, result.learning_rate, result.data_fraction, result.batch_size) == (5, 0.01, 0.5, 16)
     assert read_zoo(tmp_path / "out" / "zoo.toml")[0].metadata["steps"] == 5
@@ -113,11 +115,15 @@ def test_missing_checkpoint_and_bad_options_raise_errors_naming_model_and_option
     with pytest.raises(ValueError, match="model 'm': .* is not a finished orbax checkpoint"):
         load_model(read_zoo(zoo('checkpoint = "empty"\n'))[0])
     for lines, message in [
-        ("patch = 5\n", "model 'm': option 'patch' (5) must divide image_size (32)"),
-        ("widths = [8]\n", "model 'm': unknown option 'widths' for native: sources"),
-        ("dim = 0\n", "model 'm': option 'dim' must be an integer from 1"),
-        ("heads = 3\n", "model 'm': option 'heads' (3) must divide dim (32)"),
-        ("crop_fraction = 1.5\n", "model 'm': option 'crop_fraction' must be a number in (0, 1]"),
+        ("architecture = { patch = 5 }\n", "model 'm': architecture option 'patch' (5) must divide image_size (32)"),
+        ("architecture = { widths = [8] }\n",
+         "model 'm': unknown architecture option 'widths' for native vit; known: patch, dim, depth, heads"),
+        ("architecture = { dim = 0 }\n", "model 'm': architecture option 'dim' must be an integer from 1"),
+        ("architecture = { heads = 3 }\n", "model 'm': architecture option 'heads' (3) must divide dim (32)"),
+        ("architecture = { crop_fraction = 1.5 }\n",
+         "model 'm': architecture option 'crop_fraction' must be a number in (0, 1]"),
+        ("architecture = 3\n", "model 'm': option 'architecture' must be a table of architecture options"),
+        ("patch = 4\n", "model 'm': unknown option 'patch' for native: sources"),
         ("checkpoint = 3\n", "model 'm': option 'checkpoint' must be a non-empty string"),
     ]:
         with pytest.raises(ValueError) as error:

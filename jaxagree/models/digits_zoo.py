@@ -23,12 +23,13 @@ POOL_SOURCE = "synthetic:digits?split=pool&n=2000&size=32&seed=0"
 QUICK_TRAIN_SOURCE = "synthetic:digits?split=train&n=4000&size=32&seed=0"
 QUICK_HELDOUT_SOURCE = "synthetic:digits?split=pool&n=500&size=32&seed=1"
 # Every model sees the whole 32x32 canvas (no ImageNet-style centre crop).
-_CANVAS = {"image_size": 32, "crop_fraction": 1.0, "num_classes": 10}
+_CANVAS = {"image_size": 32, "crop_fraction": 1.0}
 
 
 class Architecture(NamedTuple):
     """One architecture of the zoo: ``source`` (``native:ARCH/VARIANT``), ``family``, the
-    architecture ``options`` over the variant's, and the peak ``learning_rate`` it trains at."""
+    architecture ``options`` over the variant's (a zoo entry's ``architecture`` table), and the
+    peak ``learning_rate`` it trains at."""
 
     source: str
     family: str
@@ -82,7 +83,8 @@ def digits_zoo(*, quick: bool = False) -> list[TrainSpec]:
         for label, budget in budgets.items():
             for seed in budget.seeds:
                 model = ModelSpec(f"{name}-{label}-s{seed}", arch.source, arch.family,
-                                  {"seed": seed, **_CANVAS, **arch.options}, {"architecture": name, "budget": label})
+                                  {"seed": seed, "num_classes": 10, "architecture": {**_CANVAS, **arch.options}},
+                                  {"architecture": name, "budget": label})
                 specs.append(TrainSpec(model, budget.steps, arch.learning_rate, budget.data_fraction,
                                        budget.batch_size))
     return specs

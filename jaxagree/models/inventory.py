@@ -13,22 +13,20 @@ A zoo file lists models as ``[[model]]`` tables::
 Sources:
 
 * ``native:ARCHITECTURE/VARIANT``: jaxagree's own Flax zoo (:mod:`jaxagree.models.native`),
-  random weights from ``seed``, ``num_classes`` outputs (default 1000). Architecture options
-  set sizes over the variant's (:data:`~jaxagree.models.native.ARCHITECTURE_OPTIONS`: ``widths``
-  and ``depth`` of a conv net; ``patch``, ``dim``, ``depth``, ``heads`` of a ViT; ``patch``,
-  ``dim``, ``depth``, ``token_hidden``, ``channel_hidden`` of a mixer; ``image_size`` and
-  ``crop_fraction`` of any). ``checkpoint``: an orbax checkpoint folder of trained weights (a
-  path relative to the zoo file's folder; :func:`jaxagree.models.train.train_zoo` writes them,
-  with a zoo file that names them), restored in place of random ones::
+  random weights from ``seed``, ``num_classes`` outputs (default 1000). An ``architecture``
+  table sets sizes over the variant's (:data:`~jaxagree.models.native.ARCHITECTURE_OPTIONS`:
+  ``widths`` and ``depth`` of a conv net; ``patch``, ``dim``, ``depth``, ``heads`` of a ViT;
+  ``patch``, ``dim``, ``depth``, ``token_hidden``, ``channel_hidden`` of a mixer; ``image_size``
+  and ``crop_fraction`` of any). ``checkpoint``: an orbax checkpoint folder of trained weights
+  (a path relative to the zoo file's folder; :func:`jaxagree.models.train.train_zoo` writes
+  them, with a zoo file that names them), restored in place of random ones::
 
       [[model]]
       name = "conv-small-0"
       source = "native:convnet/tiny"
       family = "conv"
       num_classes = 10
-      widths = [16, 32]
-      image_size = 32
-      crop_fraction = 1.0
+      architecture = { widths = [16, 32], image_size = 32, crop_fraction = 1.0 }
       checkpoint = "checkpoints/conv-small-0"
 * ``python:MODULE:FUNCTION``: a user function called with the entry's options; it returns a
   ``flax.nnx.Module`` mapping normalised images ``[batch, size, size, 3]`` to
@@ -58,7 +56,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxagree.models import checkpoint as weights
-from jaxagree.models.native import ARCHITECTURE_OPTIONS, abstract_native, build_native, native_config, native_family
+from jaxagree.models.native import abstract_native, build_native, native_config, native_family
 from jaxagree.models.preprocess import Preprocess
 
 FAMILIES = ("conv", "attention", "hybrid", "mlp")
@@ -219,8 +217,8 @@ def check_options(source: str, options: dict[str, Any], where: str) -> None:
             "seed": (_is_int_in(_SEEDS), f"an integer from 0 to {_SEEDS.stop - 1}"),
             "num_classes": (_is_int_in(_CLASS_COUNTS), f"an integer from 1 to {_CLASS_COUNTS.stop - 1:,}"),
             "checkpoint": (lambda v: isinstance(v, str) and v != "", "a non-empty string (a checkpoint folder)"),
-            # Checked together below, where their relations (patch divides image_size) are known.
-            **{name: (lambda v: True, "") for name in ARCHITECTURE_OPTIONS.get(architecture, ())},
+            # Its options are checked below, together: their relations (patch divides image_size).
+            "architecture": (lambda v: isinstance(v, dict), "a table of architecture options"),
         },
         "hf": {
             "task": (lambda v: v in TASKS, " or ".join(map(repr, TASKS))),
@@ -236,14 +234,15 @@ def check_options(source: str, options: dict[str, Any], where: str) -> None:
             raise ValueError(f"{where}: option {option!r} must be {expected}, got {value!r}")
     if kind == "native":
         try:
-            native_config(architecture, variant, **_architecture(options))
+            native_config(architecture, variant, **options.get("architecture", {}))
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
 
 
-def _architecture(options: dict[str, Any]) -> dict[str, Any]:
-    """A native entry's architecture options (those that are not seed, class count or checkpoint)."""
-    return {k: v for k, v in options.items() if k not in ("seed", "num_classes", "checkpoint")}
+def native_arguments(options: dict[str, Any]) -> dict[str, Any]:
+    """A native entry's options as keyword arguments of :func:`~jaxagree.models.native.build_native`:
+    ``seed``, ``num_classes`` and the ``architecture`` table's options (not ``checkpoint``)."""
+    return {**options.get("architecture", {}), **{k: options[k] for k in ("seed", "num_classes") if k in options}}
 
 
 def _is_int_in(allowed: range) -> Callable[[Any], bool]:
@@ -265,7 +264,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     if kind == "native":
         architecture, _, variant = rest.partition("/")
         if "checkpoint" not in spec.options:
-            module, preprocess = build_native(architecture, variant, **spec.options)
+            module, preprocess = build_native(architecture, variant, **native_arguments(spec.options))
         else:
             return _restored(spec, architecture, variant)
     else:
@@ -285,7 +284,8 @@ def load_model(spec: ModelSpec) -> LoadedModel:
 def _restored(spec: ModelSpec, architecture: str, variant: str) -> LoadedModel:
     """A native model with the weights of its ``checkpoint``, restored into its abstract shape
     (no random weights are drawn first)."""
-    options = {k: v for k, v in spec.options.items() if k not in ("seed", "checkpoint")}
+    options = native_arguments(spec.options)
+    options.pop("seed", None)  # no weights are drawn
     abstract, preprocess = abstract_native(architecture, variant, **options)
     graphdef, shapes = nnx.split(abstract)
     try:

@@ -183,8 +183,9 @@ VARIANTS: dict[str, dict[str, _Variant]] = {
 }
 
 
-# Architecture options an entry may set over its variant's (``native:convnet/tiny`` with
-# ``widths = [16, 32]``): the variants are starting points, not the only sizes.
+# Architecture options a zoo entry may set over its variant's, in its ``architecture`` table
+# (``native:convnet/tiny`` with ``architecture = {widths = [16, 32]}``): the variants are
+# starting points, not the only sizes.
 ARCHITECTURE_OPTIONS: dict[str, tuple[str, ...]] = {
     "convnet": ("widths", "depth", "image_size", "crop_fraction"),
     "vit": ("patch", "dim", "depth", "heads", "image_size", "crop_fraction"),
@@ -225,7 +226,8 @@ def native_config(architecture: str, variant: str, **overrides) -> NativeConfig:
     allowed = ARCHITECTURE_OPTIONS[architecture]
     for option, value in overrides.items():
         if option not in allowed:
-            raise ValueError(f"unknown option {option!r} for native {architecture}; known: {', '.join(allowed)}")
+            raise ValueError(f"unknown architecture option {option!r} for native {architecture}; "
+                             f"known: {', '.join(allowed)}")
         _check_option(option, value)
     options = {**spec.options, "image_size": spec.image_size, **overrides}
     crop_fraction = float(options.pop("crop_fraction", Preprocess._field_defaults["crop_fraction"]))
@@ -233,25 +235,25 @@ def native_config(architecture: str, variant: str, **overrides) -> NativeConfig:
     if "widths" in options:
         options["widths"] = tuple(options["widths"])
     if "patch" in options and image_size % options["patch"]:
-        raise ValueError(f"option 'patch' ({options['patch']}) must divide image_size ({image_size})")
+        raise ValueError(f"architecture option 'patch' ({options['patch']}) must divide image_size ({image_size})")
     if "heads" in options and options["dim"] % options["heads"]:
-        raise ValueError(f"option 'heads' ({options['heads']}) must divide dim ({options['dim']})")
+        raise ValueError(f"architecture option 'heads' ({options['heads']}) must divide dim ({options['dim']})")
     return NativeConfig(spec.build, spec.family, options, Preprocess(image_size, crop_fraction=crop_fraction))
 
 
 def _check_option(option: str, value) -> None:
     if option == "crop_fraction":
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-            raise ValueError(f"option 'crop_fraction' must be a number in (0, 1], got {value!r}")
+            raise ValueError(f"architecture option 'crop_fraction' must be a number in (0, 1], got {value!r}")
         return
     values = value if option == "widths" else [value]
     if option == "widths" and (not isinstance(value, list | tuple) or not value):
-        raise ValueError(f"option 'widths' must be a non-empty list of positive integers, got {value!r}")
+        raise ValueError(f"architecture option 'widths' must be a non-empty list of positive integers, got {value!r}")
     limit = _LIMITS[option]
     for item in values:
         if isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= limit:
             what = "a list of integers" if option == "widths" else "an integer"
-            raise ValueError(f"option {option!r} must be {what} from 1 to {limit}, got {value!r}")
+            raise ValueError(f"architecture option {option!r} must be {what} from 1 to {limit}, got {value!r}")
 
 
 def build_native(architecture: str, variant: str, *, num_classes: int = 1000, seed: int = 0, **overrides):

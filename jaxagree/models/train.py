@@ -41,7 +41,7 @@ from flax import nnx
 from jaxtyping import Array, Int, UInt8
 
 from jaxagree.models import checkpoint as weights
-from jaxagree.models.inventory import ModelSpec, check_options, read_zoo
+from jaxagree.models.inventory import ModelSpec, check_options, native_arguments, read_zoo
 from jaxagree.models.native import build_native, parameter_count
 from jaxagree.models.preprocess import Preprocess, preprocess_images
 
@@ -308,7 +308,7 @@ def _train_lanes(group: list[TrainSpec], train: _Split, test: _Split, folder: Pa
     start = time.perf_counter()
     first = group[0]
     architecture, _, variant = first.model.source.removeprefix("native:").partition("/")
-    built = [build_native(architecture, variant, **spec.model.options) for spec in group]
+    built = [build_native(architecture, variant, **native_arguments(spec.model.options)) for spec in group]
     models, preprocess = [model for model, _ in built], built[0][1]
     graphdef, _ = nnx.split(models[0])
     params = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[nnx.state(m) for m in models])
@@ -483,6 +483,8 @@ def _toml(value) -> str:
         return json.dumps(value)  # a JSON string is a TOML basic string
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if isinstance(value, dict):  # an inline table; keys are option names (bare TOML keys)
+        return "{ " + ", ".join(f"{key} = {_toml(item)}" for key, item in value.items()) + " }"
     raise ValueError(f"cannot write {value!r} ({type(value).__name__}) to a zoo file")
 
 
