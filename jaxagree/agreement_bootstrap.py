@@ -173,15 +173,20 @@ def _weighted_totals(
     return jnp.einsum("rb,sbc->rsc", weights.astype(jnp.float32), counts.astype(jnp.float32), precision=_HIGHEST)
 
 
-@partial(jax.jit, static_argnames="k")
+@partial(jax.jit, static_argnames=("k", "prefix"))
 def _contrastive_weights(
-    weights: Int[Array, "replicates stimuli"], subsets: _Subsets, *, k: int
-) -> Int[Array, "replicates subsets stimuli"]:
-    """Each replicate's ``k`` lowest-agreement draws per subset, as weights in agreement order."""
-    ordered = weights[:, subsets.order]  # [replicates, subsets, stimuli]
-    ordered = jnp.where(jnp.take_along_axis(subsets.rated, subsets.order, -1) > 0, ordered, 0)
+    weights: Int[Array, "replicates stimuli"], subsets: _Subsets, *, k: int, prefix: int
+) -> tuple[Int[Array, "replicates subsets {prefix}"], Bool[Array, ""]]:
+    """Each replicate's ``k`` lowest-agreement draws per subset, as weights over the first
+    ``prefix`` stimuli in agreement order, and whether that prefix held them all (every replicate
+    reached ``k`` in it, or it holds every stimulus with an agreement value: those come first)."""
+    order = subsets.order[:, :prefix]
+    rated = jnp.take_along_axis(subsets.rated, order, -1) > 0
+    ordered = jnp.where(rated, weights[:, order], 0)  # [replicates, subsets, prefix]
     before = jnp.cumsum(ordered, axis=-1) - ordered
-    return jnp.minimum(ordered, jnp.maximum(0, k - before))
+    chosen = jnp.minimum(ordered, jnp.maximum(0, k - before))
+    holds_every_rated = ~rated[:, -1] if prefix < subsets.order.shape[1] else jnp.ones(rated.shape[0], bool)
+    return chosen, jnp.all((chosen.sum(-1) >= k) | holds_every_rated[None, :])
 
 
 @jax.jit
@@ -197,7 +202,9 @@ def _consistency_replicates(
 ) -> Float[Array, "replicates models models"]:
     w = jnp.where(labelled, weights, 0).astype(jnp.float32)
     r = right.astype(jnp.float32)
-    both = jnp.einsum("ms,rs,ns->rmn", r, w, r, precision=_HIGHEST)
+    # Weighted rows first, then one matmul per replicate: contracted the other way, XLA would
+    # form a [stimuli, models, models] intermediate.
+    both = jnp.einsum("rms,ns->rmn", w[:, None, :] * r[None], r, precision=_HIGHEST)
     return consistency_of_counts(both, jnp.matmul(w, r.T, precision=_HIGHEST), w.sum(-1))
 
 
@@ -329,19 +336,18 @@ def _contrastive_kappas(preds, mask, subsets: _Subsets, weights, k: int, num_cat
     """``[replicates, subsets]`` kappa over each replicate's own contrastive draws."""
     num_replicates, num_stimuli = weights.shape
     num_subsets = mask.shape[0]
-    # A replicate reaches k draws within about k + a few sqrt(k) stimuli of the agreement order;
-    # the count tables cover such a prefix, and grow in the rare chunk that needs more.
+    # A replicate reaches k draws within about k + a few sqrt(k) stimuli of the agreement order:
+    # only that prefix is gathered and counted, and it doubles in the rare chunk that needs more.
     prefix = min(num_stimuli, k + 8 * math.isqrt(k) + 64)
-    chunk = max(1, min(num_replicates, max_bytes // (8 * num_subsets * num_stimuli)))
+    chunk = max(1, min(num_replicates, max_bytes // (8 * num_subsets * prefix)))
     counts = _ordered_counts(preds, mask, subsets.order, prefix, num_categories)
     result = np.empty((num_replicates, num_subsets), np.float32)
     for start in range(0, num_replicates, chunk):
-        chosen = _contrastive_weights(weights[start:start + chunk], subsets, k=k)
-        reach = int(jnp.max(jnp.where(chosen.sum((0, 1)) > 0, jnp.arange(num_stimuli), -1))) + 1
-        if reach > prefix:
-            prefix = reach
+        chosen, complete = _contrastive_weights(weights[start:start + chunk], subsets, k=k, prefix=prefix)
+        while not bool(complete):
+            prefix = min(num_stimuli, 2 * prefix)
             counts = _ordered_counts(preds, mask, subsets.order, prefix, num_categories)
-        chosen = chosen[..., :prefix]
+            chosen, complete = _contrastive_weights(weights[start:start + chunk], subsets, k=k, prefix=prefix)
         ordered = (jnp.take_along_axis(x, subsets.order[:, :prefix], -1)
                    for x in (subsets.disagreement, subsets.rated, subsets.apart, subsets.pairs))
         disagreement, rated, copies_apart, copies_pairs = _stimulus_sums(chosen, *ordered)
@@ -362,7 +368,8 @@ def _consistency(preds, labels, weights, max_bytes: int) -> np.ndarray:
     num_models, num_stimuli = preds.shape
     right = preds == labels[None, :]
     labelled = labels >= 0
-    chunk = max(1, min(weights.shape[0], max_bytes // (4 * (num_stimuli + 2 * num_models * num_models))))
+    per_replicate = 4 * (num_stimuli * (num_models + 1) + 2 * num_models * num_models)
+    chunk = max(1, min(weights.shape[0], max_bytes // per_replicate))
     return np.concatenate([np.asarray(_consistency_replicates(weights[s:s + chunk], right, labelled))
                            for s in range(0, weights.shape[0], chunk)])
 
