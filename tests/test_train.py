@@ -88,6 +88,9 @@ def test_a_second_call_reuses_finished_models_and_retrains_changed_or_unfinished
     assert [r.reused for r in third] == [False, True, False]
     assert third[0].steps == 20 and json.loads((copy / "checkpoints" / "conv-0.json").read_text())["result"]["steps"] == 20
     assert read_zoo(copy / "zoo.toml")[0].metadata["steps"] == 20
+    # The generated zoo file is an input too: its budgets and options name the same models.
+    fourth = train_zoo(copy / "zoo.toml", EASY, heldout=HELDOUT, out_dir=copy, progress=False)
+    assert all(r.reused for r in fourth) and [r.steps for r in fourth] == [20, 40, 40]
 
 
 def test_zoo_file_budgets_come_from_metadata(tmp_path):

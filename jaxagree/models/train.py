@@ -431,11 +431,20 @@ def _finished(folder: Path, name: str, config: dict) -> TrainResult | None:
     try:
         record = json.loads((folder / f"{name}.json").read_text())
         weights.checkpoint_files(folder / name)
-        if record["config"] != json.loads(json.dumps(config, default=str)):
+        result = TrainResult(**{**record["result"], "checkpoint": folder / name, "reused": True})
+        wanted = json.loads(json.dumps(config, default=str))
+        # num_classes, when not given, comes from the data: the generated zoo file, read back in,
+        # gives it; either way the model is the same one.
+        classes = wanted["options"].get("num_classes", result.num_classes)
+        if _without_classes(record["config"]) != _without_classes(wanted) or classes != result.num_classes:
             return None
-        return TrainResult(**{**record["result"], "checkpoint": folder / name, "reused": True})
+        return result
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _without_classes(config: dict) -> dict:
+    return {**config, "options": {k: v for k, v in config["options"].items() if k != "num_classes"}}
 
 
 def _write_record(folder: Path, name: str, config: dict, result: TrainResult) -> None:
