@@ -14,7 +14,11 @@ The generated ``zoo.toml`` is what ``jaxagree extract --zoo`` and :func:`~jaxagr
 read, and it is a valid input of :func:`train_zoo` again.
 
 Speed: models that differ only in ``seed`` (one architecture, one budget) train together, as one
-``vmap``-ed step over their stacked weights: one compiled function, bigger operations.
+``vmap``-ed step over their stacked weights: one compiled function, bigger operations. On CPU,
+conv nets are the exception: a vmapped convolution with per-model kernels becomes a grouped
+convolution, which XLA:CPU runs several times slower than one model's, so they train one after
+another through the same compiled step. Every budget of one architecture shares that step (the
+learning rate is an argument): compiling is a large share of training a small model.
 
 Resuming: a model is finished when its checkpoint folder and its ``NAME.json`` record exist and
 the record's configuration (source, architecture, seed, budget) is the one asked for; a later call
@@ -162,6 +166,7 @@ def train_zoo(
         total = sum(spec.steps for spec in specs_ready)
         with tqdm(total=total, desc="training", unit="step", disable=not progress, smoothing=0.1) as bar:
             for group in _groups(specs_ready):
+                bar.set_postfix_str(", ".join(spec.model.name for spec in group), refresh=False)
                 for spec, result in zip(group, _train_group(group, train, test, folder, bar)):
                     _write_record(folder, spec.model.name, configs[spec.model.name], result)
                     results[spec.model.name] = result
@@ -312,8 +317,7 @@ def _train_lanes(group: list[TrainSpec], train: _Split, test: _Split, folder: Pa
     models, preprocess = [model for model, _ in built], built[0][1]
     graphdef, _ = nnx.split(models[0])
     params = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[nnx.state(m) for m in models])
-    # The rate is an argument of the step, not part of it: every budget of one architecture
-    # shares one compiled step (compiling is a large part of training a small model here).
+    # The rate is an argument of the step, not part of it: every budget shares one compiled step.
     schedule = optax.warmup_cosine_decay_schedule(0.0, first.learning_rate, max(1, first.steps // 20), first.steps,
                                                   end_value=first.learning_rate * 0.05)
     vmapped = len(group) > 1
