@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/jaxagree demo --out demo-output
+	$(BIN)/jaxagree demo
 
 test: $(STAMP)
 	$(BIN)/ruff check jaxagree tests benchmarks
@@ -25,4 +25,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .hypothesis
+	rm -rf $(VENV) jaxagree-demo .pytest_cache .hypothesis

@@ -1,4 +1,4 @@
-"""The command line: `jaxagree agreement` and `jaxagree demo`, in process and once as a script."""
+"""The command line: `jaxagree agreement`, in process and once as a script (`jaxagree demo`: test_demo.py)."""
 
 import csv
 import json
@@ -309,33 +309,6 @@ def test_npz_input_with_labels(tmp_path, capsys):
     )
     assert (out / "bins.csv").is_file()
     assert _is_png(out / "fig3_kappa_by_accuracy.png")
-
-
-# ---------------------------------------------------------------------------------------------
-# demo
-
-
-def test_demo(tmp_path, capsys):
-    out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--models", "12", "--stimuli", "300", "--num-categories", "20"])
-    assert code == 0
-    captured = capsys.readouterr()
-    assert "12 simulated models x 300 stimuli x 20 categories" in captured.err
-    table = read_predictions(out / "predictions.npz")
-    assert table.predictions.shape == (12, 300)
-    assert table.num_categories == 20
-    assert table.labels is not None and table.labels.shape == (300,)
-    summary = json.loads((out / "summary.json").read_text())
-    assert json.loads(captured.out) == summary
-    assert (summary["num_models"], summary["num_stimuli"], summary["num_categories"]) == (12, 300, 20)
-    want = reference.kappa(reference.counts(table.predictions, 20))
-    assert summary["fleiss_kappa"] == pytest.approx(want, abs=1e-5)
-    for name in ("agreement.csv", "contrastive.csv", "accuracy.csv", "bins.csv"):
-        assert (out / name).is_file(), name
-    assert len(_rows(out / "agreement.csv")) == 300
-    assert len(_rows(out / "accuracy.csv")) == 12
-    assert _is_png(out / "fig3_kappa_by_accuracy.png")
-    assert _is_png(out / "fig4_agreement_sorted.png")
 
 
 # ---------------------------------------------------------------------------------------------
