@@ -86,7 +86,7 @@ _SEED = "option 'seed' must be an integer from 0 to 4294967295, got"
         (NATIVE + "seed = -1", f"model 'a': {_SEED} -1"),
         (NATIVE + "seed = 4294967296", f"model 'a': {_SEED} 4294967296"),
         (NATIVE + 'seed = "1"', f"model 'a': {_SEED} '1'"),
-        (NATIVE + "depth = 3", "model 'a': unknown option 'depth' for native: sources; known: seed, num_classes"),
+        (NATIVE + "depth = 3", "model 'a': unknown option 'depth' for native: sources; known: seed, num_classes, checkpoint, architecture"),
         (HF + 'task = "segmentation"',
          "model 'a': option 'task' must be 'classification' or 'features', got 'segmentation'"),
         (HF + 'from_pt = "yes"', "model 'a': option 'from_pt' must be true or false, got 'yes'"),
