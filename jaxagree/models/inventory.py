@@ -44,6 +44,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import json
+import math
 import os
 import re
 import tomllib
@@ -326,3 +328,22 @@ def _loaded(spec: ModelSpec, forward: Callable, params, preprocess: Preprocess) 
     logits, layers = jax.eval_shape(forward, params, jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
     num_classes = 0 if logits is None else int(logits.shape[-1])
     return LoadedModel(spec, forward, params, preprocess, num_classes, tuple(layers))
+
+
+def toml_value(value) -> str:
+    """A value as TOML text, for writing zoo files (the kinds an entry holds: strings, booleans,
+    numbers, lists of them, inline tables of option names)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else
+                                                         ("inf" if value > 0 else "-inf"))
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):  # an inline table; keys are option names (bare TOML keys)
+        return "{ " + ", ".join(f"{key} = {toml_value(item)}" for key, item in value.items()) + " }"
+    raise ValueError(f"cannot write {value!r} ({type(value).__name__}) to a zoo file")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -45,7 +44,7 @@ from flax import nnx
 from jaxtyping import Array, Int, UInt8
 
 from jaxagree.models import checkpoint as weights
-from jaxagree.models.inventory import ModelSpec, check_options, native_arguments, read_zoo
+from jaxagree.models.inventory import ModelSpec, check_options, native_arguments, read_zoo, toml_value
 from jaxagree.models.native import build_native, parameter_count
 from jaxagree.models.preprocess import Preprocess, preprocess_images
 
@@ -476,29 +475,11 @@ def _write_zoo(path: Path, specs: Sequence[TrainSpec], results: Sequence[TrainRe
                     "heldout_accuracy": round(result.accuracy, 4), "train_seconds": round(result.seconds, 2),
                     "train_source": data["source"], "heldout_source": data["heldout"] or "the source's last tenth"}
         lines.append("[[model]]")
-        lines += [f"{key} = {_toml(value)}" for key, value in entry.items()]
+        lines += [f"{key} = {toml_value(value)}" for key, value in entry.items()]
         lines.append("[model.metadata]")
-        lines += [f"{key} = {_toml(value)}" for key, value in metadata.items()]
+        lines += [f"{key} = {toml_value(value)}" for key, value in metadata.items()]
         lines.append("")
     _atomic_write(path, "\n".join(lines))
-
-
-def _toml(value) -> str:
-    """A TOML value (the kinds a zoo entry holds: strings, booleans, numbers, lists of them)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else
-                                                         ("inf" if value > 0 else "-inf"))
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a TOML basic string
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(item) for item in value) + "]"
-    if isinstance(value, dict):  # an inline table; keys are option names (bare TOML keys)
-        return "{ " + ", ".join(f"{key} = {_toml(item)}" for key, item in value.items()) + " }"
-    raise ValueError(f"cannot write {value!r} ({type(value).__name__}) to a zoo file")
 
 
 __all__ = ["CHECKPOINTS", "ZOO_FILE", "TrainResult", "TrainSpec", "train_zoo"]
