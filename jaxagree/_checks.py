@@ -36,6 +36,19 @@ def require_positive_int(name: str, value) -> int:
     return int(value)
 
 
+def require_confidence(value) -> float:
+    """The coverage of an interval, in (0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not 0 < value < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {value!r}")
+    return float(value)
+
+
+def require_seed(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"seed must be an integer, got {value!r}")
+    return int(value)
+
+
 def require_num_categories(value, name: str = "num_categories") -> int:
     """A category count in ``[1, MAX_CATEGORIES]``: it fixes the size of count tables."""
     value = require_positive_int(name, value)

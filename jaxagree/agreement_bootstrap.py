@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, Real
 
-from jaxagree._checks import require_ndim, require_positive_int
+from jaxagree._checks import require_confidence, require_ndim, require_positive_int, require_seed
 from jaxagree._typing import AnyArray
 from jaxagree.accuracy import check_labels
 from jaxagree.agreement import KappaMethod, consistency_of_counts, pair_terms, per_stimulus_agreement
@@ -223,12 +223,6 @@ def _check_mask(model_mask, num_models: int) -> jax.Array:
     return jnp.asarray(mask)
 
 
-def _check_confidence(confidence: float) -> float:
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
-    return float(confidence)
-
-
 def _stimulus_block(num_stimuli: int, num_models: int, cells_per_stimulus: int, max_bytes: int) -> int:
     # Weighted counts of a block are summed in float32: exact while block * models * (largest
     # weight) < 2**24; weights above 8 are vanishingly rare (P(w >= 9) < 1e-6 per stimulus).
@@ -278,9 +272,8 @@ def agreement_bootstrap(
     num_bootstrap = require_positive_int("num_bootstrap", num_bootstrap)
     if num_bootstrap < 2:
         raise ValueError("num_bootstrap must be at least 2 for an interval")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
-    confidence = _check_confidence(confidence)
+    seed = require_seed(seed)
+    confidence = require_confidence(confidence)
     max_bytes = DEFAULT_MAX_BYTES if max_bytes is None else require_positive_int("max_bytes", max_bytes)
     k = require_positive_int("k", k)
     preds = check_predictions(preds, num_categories)

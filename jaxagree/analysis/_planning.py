@@ -10,7 +10,7 @@ from typing import NamedTuple, no_type_check
 
 import numpy as np
 
-from jaxagree._checks import require_positive_int
+from jaxagree._checks import require_confidence, require_positive_int, require_seed
 from jaxagree.cka import check_same_stimuli, cka_bootstrap
 from jaxagree.identify import IdentifiabilityScores, encode_groups, identifiability_scores
 
@@ -153,10 +153,8 @@ def stimuli_needed(
     num_bootstrap = require_positive_int("num_bootstrap", num_bootstrap)
     if num_bootstrap < 2:
         raise ValueError(f"num_bootstrap must be at least 2 (an interval needs replicates), got {num_bootstrap}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+    confidence = require_confidence(confidence)
+    seed = require_seed(seed)
     num_models, pool = _pool_shape(features)
     ids, names = encode_groups(groups, num_models)
     sizes_per_group = np.bincount(ids, minlength=len(names))

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxagree._checks import require_positive_int
+from jaxagree._checks import require_confidence, require_positive_int
 from jaxagree.cka import cka_bootstrap
 from jaxagree.identify import (
     Identifiability,
@@ -133,8 +133,7 @@ def compare_stimulus_sets(
     if baseline is not None and baseline not in sets:
         raise ValueError(f"baseline {baseline!r} is not one of the sets {list(sets)}")
     num_bootstrap = require_positive_int("num_bootstrap", num_bootstrap)
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    confidence = require_confidence(confidence)
     num_models = len(features)
     ids, names = encode_groups(groups, num_models)
     tails = 100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2
