@@ -141,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         "pool), each --stimuli NAME=FILE, and --random draws. For each set: linear CKA of every pair of models, "
         "its identifiability against the families (AUC of within- against between-family pairs with a "
         "label-permutation p-value, 1-NN identification rate, silhouette, AUPRC, conformity; with "
-        "--architectures the architecture identification rate), percentile bootstrap intervals over the set's "
-        "stimuli, and each set minus the baseline (interval, two-sided bootstrap p). Writes identify.json, "
+        "--architectures the architecture identification rate), bootstrap intervals over the set's "
+        "stimuli (the replicates' percentile spread placed at the estimate: for the score at the set's size), "
+        "and each set minus the baseline (interval, two-sided bootstrap p). Writes identify.json, "
         "identify.csv (set, num_stimuli, score, value, low, high), identify_scores.png and identify_cka.png.",
     )
     identify.add_argument("features", type=Path, metavar="FEATURES",

@@ -139,7 +139,8 @@ def run_demo(out_dir: str | os.PathLike, *, quick: bool = False, progress: bool 
         f"Pool: {sources['pool']} (digits disjoint from training). Probes: {sources['squares']}; "
         f"{sources['local_global']}.",
         f"Features: each model's penultimate layer; linear CKA (biased). Intervals: {config.num_bootstrap} "
-        "bootstrap resamples of the stimuli, percentile.",
+        "bootstrap resamples of the stimuli (agreement: percentile; identifiability: the replicates' "
+        "percentile spread placed at the estimate).",
         "Rerun: `jaxagree demo` reuses the trained zoo and the extraction cache in this folder.",
     ]
     written = write_study_report(

@@ -181,22 +181,18 @@ def _sections(study: Study, summary: dict, notes: list[str]) -> list[tuple[str, 
                      f"{b['fleiss_kappa_all']:.3f} [{a[0]:.3f}, {a[1]:.3f}] | "
                      f"{b['fleiss_kappa_contrastive']:.3f} [{c[0]:.3f}, {c[1]:.3f}] |")
     confidence = summary["identifiability"]["confidence"]
-    aucs = {name: entry["scores"]["auc"] for name, entry in summary["identifiability"]["sets"].items()}
-    outside = [name for name, auc in aucs.items() if not auc["low"] <= auc["value"] <= auc["high"]]
-    caution = []
-    if outside:
-        caution.append(
-            f"Caution: on {', '.join(outside)} the AUC on the set lies outside its own bootstrap interval. A resample "
-            "repeats some stimuli and leaves others out, which adds noise to every CKA value; a rank score of a "
-            "noisier matrix falls towards chance, so on small sets the replicates centre below the estimate and "
-            "percentile intervals sit too low. Compare sets of one size with each other (their intervals share "
-            "the shift), not with the estimate.")
+    meaning = [
+        "Each interval is for a set's score at its own size (what another draw of as many stimuli like these "
+        "would score): the bootstrap replicates' spread about their median, placed at the estimate. A resample "
+        "repeats some stimuli, which blurs every CKA value and pulls rank scores such as the AUC towards chance, "
+        "so the plain percentile interval of a small set sits below its estimate. The score of a small set is "
+        "also below that of unlimited stimuli: compare sets of one size."]
     return [
         ("The paper's claims, checked here", claims),
         ("The zoo", [zoo]),
         (f"Agreement per accuracy bin ({confidence:.0%} bootstrap intervals over stimuli)", ["\n".join(kappa)]),
         (f"Identifiability of the families per stimulus set ({confidence:.0%} bootstrap intervals)",
-         ["\n".join(rows), *caution]),
+         ["\n".join(rows), *meaning]),
         ("How this was run", notes),
     ]
 
