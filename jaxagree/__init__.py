@@ -36,6 +36,7 @@ from jaxagree.identify import (
     identifiability_scores,
     identify_models,
 )
+from jaxagree.io.exports import cka_long_table, count_table, write_cka_long, write_count_table
 from jaxagree.search import (
     CandidateRanking,
     Persistence,
@@ -71,11 +72,13 @@ __all__ = [
     "bootstrap_indices",
     "bootstrap_weights",
     "cka_bootstrap",
+    "cka_long_table",
     "cka_matrix",
     "cka_stream",
     "compare_stimulus_sets",
     "contrastive_stimuli",
     "count_predictions",
+    "count_table",
     "error_consistency",
     "fleiss_kappa",
     "identifiability",
@@ -91,4 +94,6 @@ __all__ = [
     "select_stimuli",
     "stimuli_needed",
     "stimulus_mesh",
+    "write_cka_long",
+    "write_count_table",
 ]

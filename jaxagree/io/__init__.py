@@ -4,8 +4,17 @@
 * :mod:`~jaxagree.io.inputs`: features per model, stimulus indices, model families, category names.
 * :mod:`~jaxagree.io.arrays`: ``.npy``/``.npz`` read safely (headers checked, never unpickled).
 * :mod:`~jaxagree.io.results`: CSV and strict-JSON writers; the output folder of a command.
+* :mod:`~jaxagree.io.exports`: the count table in statsmodels' layout, the CKA matrix as a long table.
 """
 
+from jaxagree.io.exports import (
+    MAX_CSV_CELLS,
+    cka_long_table,
+    count_table,
+    read_model_metadata,
+    write_cka_long,
+    write_count_table,
+)
 from jaxagree.io.inputs import FeatureSet, read_categories, read_families, read_features, read_indices
 from jaxagree.io.predictions import (
     MAX_CATEGORIES,
@@ -19,17 +28,23 @@ from jaxagree.io.results import MARKER, OutputFolder, json_text, write_csv, writ
 __all__ = [
     "MARKER",
     "MAX_CATEGORIES",
+    "MAX_CSV_CELLS",
     "MISSING_MARKERS",
     "FeatureSet",
     "OutputFolder",
     "PredictionTable",
+    "cka_long_table",
+    "count_table",
     "json_text",
     "read_categories",
     "read_families",
     "read_features",
     "read_indices",
+    "read_model_metadata",
     "read_predictions",
     "save_predictions",
+    "write_cka_long",
+    "write_count_table",
     "write_csv",
     "write_json",
 ]
