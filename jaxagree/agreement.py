@@ -252,21 +252,50 @@ def _error_consistency(correct: Bool[Array, "models stimuli"]) -> Float[Array, "
     return consistency_of_counts(both_right, right.sum(1), float(right.shape[1]))
 
 
+@jax.jit
+def _error_consistency_observed(
+    correct: Bool[Array, "models stimuli"], observed: Bool[Array, "models stimuli"]
+) -> Float[Array, "models models"]:
+    seen = observed.astype(jnp.float32)
+    right = (correct & observed).astype(jnp.float32)
+    highest = jax.lax.Precision.HIGHEST
+    shared = jnp.matmul(seen, seen.T, precision=highest)  # trials both models did
+    both_right = jnp.matmul(right, right.T, precision=highest)
+    right_a = jnp.matmul(right, seen.T, precision=highest)  # [a, b]: a right on the trials b did too
+    right_b = right_a.T
+    disagree = right_a + right_b - 2.0 * both_right
+    chance = right_a * (shared - right_b) + right_b * (shared - right_a)
+    return jnp.where(chance > 0, 1.0 - shared * disagree / jnp.where(chance > 0, chance, 1.0), jnp.nan)
+
+
 @no_type_check  # validates its input itself, with ValueErrors that name the culprit
-def error_consistency(correct: Bool[AnyArray, "models stimuli"]) -> Float[Array, "models models"]:
+def error_consistency(
+    correct: Bool[AnyArray, "models stimuli"], *, observed: Bool[AnyArray, "models stimuli"] | None = None
+) -> Float[Array, "models models"]:
     """Error consistency (Geirhos, Meding & Wichmann 2020) of every pair of models at once.
 
     Cohen's kappa on trial-by-trial correctness: ``c_obs`` is the share of stimuli both models
     get right or both get wrong, ``c_exp = p1 p2 + (1 - p1)(1 - p2)`` from their accuracies,
     ``kappa = (c_obs - c_exp) / (1 - c_exp)``.
 
+    With ``observed``, each pair is taken over the trials both models did (``observed`` True for
+    both), and ``p1``, ``p2`` are the two accuracies on those shared trials: this is
+    model-vs-human's ``ErrorConsistency.analysis`` (bethgelab/model-vs-human,
+    ``modelvshuman/plotting/analyses.py``), which pairs two observers' data frames trial by trial
+    (it asserts they hold the same trials), computes ``p1``, ``p2`` as accuracies over those
+    trials, and marks a trial right when ``object_response == category``, so an ``na`` response
+    counts as wrong. There, a pair whose ``c_obs`` is 1 gets 1.0; here it gets the formula's value
+    (also 1.0) except where ``c_exp == 1``, where the kappa is 0/0 and stays NaN.
+
     Args:
       correct: ``bool [models, stimuli]``, whether each model was right on each stimulus (a
         missing response counts as wrong).
+      observed: optional ``bool [models, stimuli]``, whether each model did the trial at all;
+        None: every model did every trial.
 
     Returns:
       ``float32 [models, models]``, symmetric; NaN for pairs where ``c_exp == 1`` (a model that
-      is always right or always wrong paired with one that is the same).
+      is always right or always wrong paired with one that is the same) or with no shared trial.
     """
     correct = correct if hasattr(correct, "dtype") else np.asarray(correct)
     require_ndim("correct", correct, 2, "models, stimuli")
@@ -279,7 +308,13 @@ def error_consistency(correct: Bool[AnyArray, "models stimuli"]) -> Float[Array,
         raise ValueError(f"correct has {correct.shape[0]} model(s); error consistency needs 2")
     if correct.shape[1] < 1:
         raise ValueError("correct has no stimuli (shape [models, 0])")
-    return _error_consistency(jnp.asarray(correct))
+    if observed is None:
+        return _error_consistency(jnp.asarray(correct))
+    observed = observed if hasattr(observed, "dtype") else np.asarray(observed)
+    if observed.dtype != jnp.bool_ or observed.shape != correct.shape:
+        raise ValueError(f"observed must be a bool array of the shape of correct {tuple(correct.shape)}, "
+                         f"got {observed.dtype} {tuple(observed.shape)}")
+    return _error_consistency_observed(jnp.asarray(correct), jnp.asarray(observed))
 
 
 __all__ = [

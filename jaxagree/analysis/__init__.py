@@ -5,6 +5,7 @@ study needs to tell them apart; for the CLI, the report, the demo and notebooks 
 from jaxagree.analysis._agreement import (
     AgreementAnalysis,
     BinResults,
+    ConditionResults,
     analyse_agreement,
     default_k,
     default_num_bins,
@@ -23,6 +24,7 @@ __all__ = [
     "AgreementAnalysis",
     "BinResults",
     "CKAAnalysis",
+    "ConditionResults",
     "SetDifference",
     "SetScores",
     "StimulusPlan",

@@ -7,6 +7,7 @@ all stimuli and over that bin's own ``k`` contrastive stimuli.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -14,7 +15,7 @@ import jax
 import numpy as np
 
 from jaxagree.accuracy import AccuracyBins, accuracy_bins, check_labels, correct_rate
-from jaxagree.agreement import contrastive_stimuli, fleiss_kappa, per_stimulus_agreement
+from jaxagree.agreement import contrastive_stimuli, error_consistency, fleiss_kappa, per_stimulus_agreement
 from jaxagree.agreement_bootstrap import AgreementBootstrap, agreement_bootstrap
 from jaxagree.counts import agreement_stats, check_predictions
 
@@ -37,6 +38,25 @@ class BinResults(NamedTuple):
     kappa_contrastive: np.ndarray
 
 
+class ConditionResults(NamedTuple):
+    """Agreement within each experimental condition (e.g. a noise level of a model-vs-human experiment).
+
+    Attributes:
+      names: the conditions, in order of first appearance among the stimuli.
+      num_stimuli: ``int [conditions]`` stimuli per condition.
+      fleiss_kappa: ``float [conditions]`` Fleiss' kappa of all models over the condition's stimuli.
+      mean_agreement: ``float [conditions]`` mean Eq. 1 agreement over them (NaN where none has 2 raters).
+      accuracy: ``float [conditions, models]`` with labels (over the labelled stimuli each model
+        was shown), else None.
+    """
+
+    names: list[str]
+    num_stimuli: np.ndarray
+    fleiss_kappa: np.ndarray
+    mean_agreement: np.ndarray
+    accuracy: np.ndarray | None
+
+
 class AgreementAnalysis(NamedTuple):
     """Results of :func:`analyse_agreement`.
 
@@ -52,6 +72,9 @@ class AgreementAnalysis(NamedTuple):
       per_bin: :class:`BinResults` with labels, else None.
       bootstrap: with ``num_bootstrap``, the :class:`~jaxagree.AgreementBootstrap` intervals;
         subset 0 is all models, subset ``1 + b`` accuracy bin ``b``. Else None.
+      error_consistency: ``float32 [models, models]`` with labels and 2 or more models
+        (:func:`~jaxagree.error_consistency` over the labelled stimuli each pair was shown), else None.
+      per_condition: :class:`ConditionResults` when conditions are given, else None.
     """
 
     fleiss_kappa: float
@@ -64,6 +87,8 @@ class AgreementAnalysis(NamedTuple):
     accuracy: np.ndarray | None
     per_bin: BinResults | None
     bootstrap: AgreementBootstrap | None = None
+    error_consistency: np.ndarray | None = None
+    per_condition: ConditionResults | None = None
 
 
 def default_k(num_with_agreement: int) -> int:
@@ -92,6 +117,8 @@ def analyse_agreement(
     num_bootstrap: int | None = None,
     seed: int = 0,
     confidence: float = 0.95,
+    observed: np.ndarray | None = None,
+    conditions: Sequence[str] | None = None,
 ) -> AgreementAnalysis:
     """Agreement, kappa and contrastive stimuli; per accuracy bin too when labels are given.
 
@@ -105,6 +132,10 @@ def analyse_agreement(
       num_bootstrap: adds percentile intervals over stimuli (:func:`~jaxagree.agreement_bootstrap`)
         for kappa over all and contrastive stimuli, overall and per bin, and with labels for
         error consistency; ``seed`` draws the replicates, ``confidence`` is the coverage.
+      observed: optional ``bool [models, stimuli]``, whether each model was shown each stimulus
+        (:attr:`~jaxagree.io.PredictionTable.observed`); with labels, accuracy and error consistency
+        are then over the stimuli a model was shown (a shown stimulus without response is wrong).
+      conditions: optional condition of each stimulus: adds :class:`ConditionResults`.
     """
     if labels is None and (num_bins is not None or bin_edges is not None):
         raise ValueError("accuracy bins need labels: give a label column or a labels array")
@@ -131,9 +162,17 @@ def analyse_agreement(
         accuracy=None,
         per_bin=None,
     )
+    shown = _check_observed(observed, preds.shape)
+    if conditions is not None:
+        analysis = analysis._replace(per_condition=_per_condition(analysis, preds, labels, shown, conditions,
+                                                                  num_categories))
     if labels is None:
         return _with_bootstrap(analysis, preds, None, None, num_categories, num_bootstrap, seed, confidence)
-    accuracy = np.asarray(correct_rate(preds, labels))
+    accuracy = _accuracy(preds, labels, shown)
+    if preds.shape[0] >= 2:
+        right = np.asarray(preds) == np.asarray(labels)[None, :]
+        marked = shown & (np.asarray(labels) >= 0)[None, :]
+        analysis = analysis._replace(error_consistency=np.asarray(error_consistency(right, observed=marked)))
     if bin_edges is None and num_bins is None:
         num_bins = default_num_bins(preds.shape[0])
     bins = accuracy_bins(accuracy, num_bins=num_bins, edges=bin_edges)
@@ -156,6 +195,50 @@ def analyse_agreement(
     )
     analysis = analysis._replace(accuracy=accuracy, per_bin=per_bin)
     return _with_bootstrap(analysis, preds, labels, bins.model_mask, num_categories, num_bootstrap, seed, confidence)
+
+
+def _check_observed(observed, shape: tuple[int, int]) -> np.ndarray:
+    if observed is None:
+        return np.ones(shape, bool)
+    observed = np.asarray(observed)
+    if observed.dtype != bool or observed.shape != tuple(shape):
+        raise ValueError(f"observed must be bool [models, stimuli] {tuple(shape)}, got {observed.dtype} "
+                         f"{observed.shape}")
+    return observed
+
+
+def _accuracy(preds, labels, shown: np.ndarray) -> np.ndarray:
+    """Each model's share of right answers over the labelled stimuli it was shown (all of them
+    when every model saw every stimulus: then exactly :func:`correct_rate`)."""
+    if shown.all():
+        return np.asarray(correct_rate(preds, labels))
+    labels = np.asarray(labels)
+    marked = shown & (labels >= 0)[None, :]
+    trials = marked.sum(1)
+    if not trials.all():
+        raise ValueError(f"model {int(np.argmin(trials))} was shown no labelled stimulus; its accuracy is undefined")
+    right = (np.asarray(preds) == labels[None, :]) & marked
+    return (right.sum(1) / trials).astype(np.float32)
+
+
+def _per_condition(analysis: AgreementAnalysis, preds, labels, shown: np.ndarray, conditions: Sequence[str],
+                   num_categories: int) -> ConditionResults:
+    conditions = [str(c) for c in conditions]
+    if len(conditions) != preds.shape[1]:
+        raise ValueError(f"conditions has {len(conditions)} entries but predictions has {preds.shape[1]} stimuli")
+    names = list(dict.fromkeys(conditions))
+    members = [np.flatnonzero(np.array(conditions) == name) for name in names]
+    kappa = np.array([_kappa_on(preds, idx, num_categories) for idx in members], np.float32)
+    with warnings.catch_warnings():  # a condition without a defined agreement has a NaN mean
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.array([np.nanmean(analysis.agreement[idx]) for idx in members], np.float32)
+        accuracy = None
+        if labels is not None:
+            labels = np.asarray(labels)
+            right = (np.asarray(preds) == labels[None, :]) & shown & (labels >= 0)[None, :]
+            marked = shown & (labels >= 0)[None, :]
+            accuracy = np.stack([right[:, idx].sum(1) / marked[:, idx].sum(1) for idx in members]).astype(np.float32)
+    return ConditionResults(names, np.array([len(idx) for idx in members]), kappa, mean, accuracy)
 
 
 def _with_bootstrap(analysis: AgreementAnalysis, preds, labels, bin_mask, num_categories: int,

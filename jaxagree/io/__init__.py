@@ -1,6 +1,7 @@
 """Reading inputs and writing results, in plain formats only (no pickle anywhere).
 
 * :mod:`~jaxagree.io.predictions`: prediction tables (long CSV/TSV/Parquet, wide ``.npy``/``.npz``).
+* :mod:`~jaxagree.io.folders`: folders of CSV files (model-vs-human raw data, per-image tables per model).
 * :mod:`~jaxagree.io.inputs`: features per model, stimulus indices, model families, category names.
 * :mod:`~jaxagree.io.arrays`: ``.npy``/``.npz`` read safely (headers checked, never unpickled).
 * :mod:`~jaxagree.io.results`: CSV and strict-JSON writers; the output folder of a command.
@@ -14,6 +15,13 @@ from jaxagree.io.exports import (
     read_model_metadata,
     write_cka_long,
     write_count_table,
+)
+from jaxagree.io.folders import (
+    folder_kind,
+    read_model_vs_human,
+    read_per_image_predictions,
+    read_prediction_folder,
+    short_image_name,
 )
 from jaxagree.io.inputs import FeatureSet, read_categories, read_families, read_features, read_indices
 from jaxagree.io.predictions import (
@@ -43,6 +51,11 @@ __all__ = [
     "read_model_metadata",
     "read_predictions",
     "save_predictions",
+    "folder_kind",
+    "read_model_vs_human",
+    "read_per_image_predictions",
+    "read_prediction_folder",
+    "short_image_name",
     "write_cka_long",
     "write_count_table",
     "write_csv",

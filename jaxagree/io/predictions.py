@@ -42,6 +42,14 @@ class PredictionTable(NamedTuple):
       models: model names, one per row of ``predictions``.
       stimuli: stimulus ids, one per column.
       categories: category names; index ``j`` of ``predictions`` means ``categories[j]``.
+      rater_groups: optional group of each rater (e.g. ``"human"`` or ``"model"``), one per row;
+        None: one group. Error consistency is summarised within and between groups.
+      conditions: optional experimental condition of each stimulus (e.g. a noise level), one per
+        column; None: no conditions. Results are also given per condition.
+      observed: optional ``bool [models, stimuli]``: whether the rater was shown the stimulus at
+        all; None: every rater saw every stimulus. A stimulus shown without an answer (-1 with
+        ``observed`` True) counts as wrong; one not shown is left out of that rater's accuracy and
+        error consistency, as a trial absent from an observer's file is in model-vs-human.
     """
 
     predictions: np.ndarray
@@ -49,6 +57,9 @@ class PredictionTable(NamedTuple):
     models: list[str]
     stimuli: list[str]
     categories: list[str]
+    rater_groups: list[str] | None = None
+    conditions: list[str] | None = None
+    observed: np.ndarray | None = None
 
     @property
     def num_categories(self) -> int:
