@@ -102,8 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     agreement = commands.add_parser(
         "agreement", parents=[common],
         help="agreement, Fleiss' kappa and contrastive stimuli of a prediction table",
-        description="PREDICTIONS: a long CSV/Parquet table (model, stimulus, response[, label]) "
-        "or a .npy/.npz array [models, stimuli] (-1 = no response).",
+        description="PREDICTIONS: a long CSV/Parquet table (model, stimulus, response[, label]), "
+        "a .npy/.npz array [models, stimuli] (-1 = no response), or a folder of .csv files of one of two kinds, "
+        "told apart by the header of the first file (by name): (1) model-vs-human raw data of one experiment "
+        "(bethgelab/model-vs-human raw-data/EXPERIMENT/; the header has subj and imagename, in any case): one "
+        "CSV per observer with columns subj, session, trial, rt, object_response, category, condition, "
+        "imagename; each subj is a rater (human when its name starts with 'subject-', as model-vs-human decides, "
+        "else a model), trials are matched by the short image name (model-vs-human's get_short_imagename), "
+        "category is the label, 'na' is no response (counted wrong) and an image an observer lacks is left out "
+        "of its accuracy and error consistency; results are also given per condition (summary.json "
+        "'conditions'). (2) Per-image prediction tables: one CSV per model (named by the file's stem) with a "
+        "file-name column and a predicted-class column, rows in any order, matched by file name; an image a file "
+        "lacks is no response; labels from --labels. With labels, also writes error_consistency.csv (a square "
+        "table over all raters, names in the header and first column) and in summary.json the mean error "
+        "consistency over all pairs and within and between rater groups (human-human, human-model, model-model; "
+        "models-models without groups).",
     )
     agreement.add_argument("predictions", type=Path, metavar="PREDICTIONS")
     agreement.add_argument("--out", type=Path, required=True, metavar="DIR")
@@ -111,13 +124,42 @@ def build_parser() -> argparse.ArgumentParser:
         "--categories", type=Path, metavar="FILE", help="category names, one per line, in index order"
     )
     agreement.add_argument("--num-categories", type=_positive_int, help="number of categories for integer responses")
+    agreement.add_argument(
+        "--raters", choices=("all", "models", "humans"), metavar="all|models|humans",
+        help="model-vs-human folders: keep all observers (default), only models or only human subjects "
+        "(subj names starting with 'subject-')",
+    )
+    agreement.add_argument(
+        "--labels", type=Path, metavar="FILE",
+        help="per-image folders: a CSV of true labels with a file-name column and a label column (e.g. file_name, "
+        "label); stimuli are its images in its order, and an image in a prediction file that it lacks is an error",
+    )
+    agreement.add_argument(
+        "--file-column", metavar="NAME",
+        help="per-image folders: the file-name column of the prediction files (and of --labels when it has it); "
+        "default: the first of file_name, filename, file, image, image_name, imagename, image_id, img, path, "
+        "file_path, filepath, image_path (names compared ignoring case)",
+    )
+    agreement.add_argument(
+        "--prediction-column", metavar="NAME",
+        help="per-image folders: the predicted-class column (a class name or index); default: the first of "
+        "predicted_class, prediction, predictions, pred, predicted_label, predicted, top1, top_1, top-1, "
+        "predicted_class_name, class_prediction",
+    )
+    agreement.add_argument(
+        "--label-column", metavar="NAME",
+        help="per-image folders: the label column of --labels; default: the first of label, true_label, "
+        "true_class, target, ground_truth, gt, category, class",
+    )
     _add_analysis_options(agreement)
     agreement.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's draws (default 0)")
 
     cka = commands.add_parser(
         "cka", parents=[common],
         help="linear CKA of every pair of models",
-        description="FEATURES: an .npz with one [stimuli, dim] array per model, or a folder of .npy files.",
+        description="FEATURES: an .npz with one [stimuli, dim] array per model, or a folder of .npy files. "
+        "Writes cka.csv (the square matrix), cka_long.csv and/or cka_long.parquet (one row per pair of models, "
+        "see --long-format) and cka.png (a heatmap).",
     )
     cka.add_argument("features", type=Path, metavar="FEATURES")
     cka.add_argument("--out", type=Path, required=True, metavar="DIR")
@@ -127,6 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="use only these stimuli: a CSV with an 'index' column (e.g. contrastive.csv) or one index per line",
     )
     cka.add_argument("--families", type=Path, metavar="FILE", help="CSV with columns model, family: group the heatmap")
+    cka.add_argument(
+        "--long-format", choices=("csv", "parquet", "both"), default="csv",
+        help="also write the matrix as a long table, one row per unordered pair of models (model_a, model_b, cka; "
+        "family_a, family_b, same_family with --families; FIELD_a, FIELD_b per --metadata field): "
+        "cka_long.csv (default), cka_long.parquet or both",
+    )
+    cka.add_argument(
+        "--metadata", type=Path, metavar="FILE",
+        help="model metadata for the long table: a zoo file (.toml; each model's [model.metadata], only read) "
+        "or a CSV with a 'model' column and one column per field",
+    )
     cka.add_argument("--max-bytes", type=float, help="bound on Gram blocks held at once (default: 1/4 of memory)")
     cka.add_argument(
         "--matmul-precision", choices=("float32", "tensorfloat32", "bfloat16"), default="float32",
@@ -267,6 +320,8 @@ def _run_agreement(table, args, output) -> int:
         table.predictions,
         num_categories=table.num_categories,
         labels=table.labels,
+        observed=table.observed,
+        conditions=table.conditions,
         k=args.k,
         num_bins=args.bins,
         bin_edges=args.bin_edges,
@@ -288,18 +343,19 @@ def _print_written(output, names: Sequence[str]) -> None:
 
 def _run_cka(args) -> int:
     from jaxagree.analysis import analyse_cka
-    from jaxagree.io import OutputFolder, read_families, read_features, read_indices
+    from jaxagree.io import OutputFolder, read_families, read_features, read_indices, read_model_metadata
     from jaxagree.report import write_cka_report
 
     output = OutputFolder(args.out, "cka")
     features = read_features(args.features)
     families = None if args.families is None else read_families(args.families, features.models)
+    metadata = None if args.metadata is None else read_model_metadata(args.metadata, features.models)
     stimuli = None if args.stimuli is None else read_indices(args.stimuli, features.features[0].shape[0])
     analysis = analyse_cka(features, stimuli=stimuli, families=families, debiased=args.debiased,
                            max_bytes=None if args.max_bytes is None else int(args.max_bytes),
                            matmul_precision=args.matmul_precision)
     with output as staging:
-        written = write_cka_report(analysis, staging)
+        written = write_cka_report(analysis, staging, long_format=args.long_format, metadata=metadata)
     print(f"{len(analysis.models)} models x {len(analysis.stimuli)} stimuli: {analysis.title}, "
           f"mean off-diagonal {analysis.mean_off_diagonal:.4f}")
     _print_written(output, [Path(p).name for p in written.values()])
@@ -414,13 +470,29 @@ def _run_extract(args) -> int:
     return 0
 
 
+FOLDER_OPTIONS = ("raters", "labels", "file_column", "prediction_column", "label_column")
+
+
+def _read_agreement_input(args, categories):
+    """The prediction table of ``agreement``'s PREDICTIONS: a file, or a folder of CSV files."""
+    from jaxagree.io import read_prediction_folder, read_predictions
+
+    if args.predictions.is_dir():
+        return read_prediction_folder(args.predictions, categories=categories, num_categories=args.num_categories,
+                                      **{name: getattr(args, name) for name in FOLDER_OPTIONS})
+    given = ["--" + name.replace("_", "-") for name in FOLDER_OPTIONS if getattr(args, name) is not None]
+    if given:
+        raise ValueError(f"{args.predictions}: {', '.join(given)} apply to a folder of CSV files only")
+    return read_predictions(args.predictions, categories=categories, num_categories=args.num_categories)
+
+
 def _run(args) -> int:
     if args.command == "agreement":
-        from jaxagree.io import OutputFolder, read_categories, read_predictions
+        from jaxagree.io import OutputFolder, read_categories
 
         output = OutputFolder(args.out, "agreement")
         categories = read_categories(args.categories) if args.categories is not None else None
-        table = read_predictions(args.predictions, categories=categories, num_categories=args.num_categories)
+        table = _read_agreement_input(args, categories)
         return _run_agreement(table, args, output)
     if args.command == "cka":
         return _run_cka(args)

@@ -35,6 +35,10 @@ def agreement_summary(analysis: AgreementAnalysis, table: PredictionTable) -> di
     }
     if analysis.accuracy is not None:
         summary["mean_accuracy"] = short_float(np.mean(analysis.accuracy))
+    if analysis.error_consistency is not None:
+        summary["mean_error_consistency"] = error_consistency_by_group(analysis.error_consistency, table.rater_groups)
+    if analysis.per_condition is not None:
+        summary["conditions"] = condition_summary(analysis.per_condition, table.models)
     boot = analysis.bootstrap
     if analysis.per_bin is not None:
         per_bin = analysis.per_bin
@@ -67,6 +71,45 @@ def agreement_summary(analysis: AgreementAnalysis, table: PredictionTable) -> di
     return summary
 
 
+def error_consistency_by_group(matrix, groups: list[str] | None) -> dict:
+    """Mean error consistency over pairs of distinct raters (NaN pairs left out; None where no
+    pair is defined): ``all`` pairs, then within each group (``"human-human"``) and between two
+    groups (``"human-model"``, the two names in alphabetical order). Without groups every rater
+    is in one group, ``models``."""
+    matrix = np.asarray(matrix, np.float64)
+    groups = np.array(groups if groups is not None else ["models"] * matrix.shape[0])
+    upper = np.triu(np.ones(matrix.shape, bool), 1)
+
+    def mean(mask) -> float | None:
+        values = matrix[mask & upper & ~np.isnan(matrix)]
+        return short_float(values.mean()) if values.size else None
+
+    result = {"all": mean(np.ones(matrix.shape, bool))}
+    names = sorted(set(groups.tolist()))
+    for i, a in enumerate(names):
+        for b in names[i:]:
+            # Both orders of a pair: the upper triangle holds each pair once, whichever group comes first.
+            mask = (groups[:, None] == a) & (groups[None, :] == b) | (groups[:, None] == b) & (groups[None, :] == a)
+            result[f"{a}-{b}"] = mean(mask)
+    return result
+
+
+def condition_summary(per_condition, models: list[str]) -> list[dict]:
+    """Per condition: its stimuli, Fleiss' kappa, mean agreement and (with labels) each rater's accuracy."""
+    rows = []
+    for c, name in enumerate(per_condition.names):
+        row = {
+            "condition": name,
+            "num_stimuli": int(per_condition.num_stimuli[c]),
+            "fleiss_kappa": short_float(per_condition.fleiss_kappa[c]),
+            "mean_agreement": short_float(per_condition.mean_agreement[c]),
+        }
+        if per_condition.accuracy is not None:
+            row["accuracy"] = {m: short_float(a) for m, a in zip(models, per_condition.accuracy[c])}
+        rows.append(row)
+    return rows
+
+
 def _interval_of(interval, index: int) -> list[float]:
     return [short_float(interval.low[index]), short_float(interval.high[index])]
 
@@ -87,7 +130,8 @@ def write_agreement_report(
     analysis: AgreementAnalysis, table: PredictionTable, out_dir: str | os.PathLike
 ) -> dict[str, Path]:
     """Write summary.json, agreement.csv, contrastive.csv (and with labels accuracy.csv,
-    bins.csv) plus the figures; returns the written paths by name."""
+    bins.csv and error_consistency.csv, a square table over all raters with their names as
+    header and first column) plus the figures; returns the written paths by name."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stimuli = table.stimuli
@@ -130,6 +174,12 @@ def write_agreement_report(
         written["bins"] = write_csv(out / "bins.csv", header, zip(*columns))
         written["fig3"] = plot_kappa_by_bin(analysis, out / "fig3_kappa_by_accuracy.png")
     written["fig4"] = plot_sorted_agreement(analysis, out / "fig4_agreement_sorted.png")
+    if analysis.error_consistency is not None:
+        matrix = np.asarray(analysis.error_consistency)
+        written["error_consistency"] = write_csv(
+            out / "error_consistency.csv", ["rater", *table.models],
+            ([name, *row] for name, row in zip(table.models, matrix)),
+        )
     if analysis.bootstrap is not None and analysis.bootstrap.error_consistency is not None:
         ec = analysis.bootstrap.error_consistency
         pairs = zip(*np.triu_indices(len(table.models), 1))
@@ -213,15 +263,36 @@ def plot_sorted_agreement(analysis: AgreementAnalysis, path: str | os.PathLike) 
     return Path(path)
 
 
-def write_cka_report(analysis: CKAAnalysis, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``cka.csv`` (a square table with model names) and ``cka.png`` (a heatmap, models
+LONG_FORMATS = ("csv", "parquet", "both")
+
+
+def write_cka_report(
+    analysis: CKAAnalysis,
+    out_dir: str | os.PathLike,
+    *,
+    long_format: str = "csv",
+    metadata: dict[str, dict] | None = None,
+) -> dict[str, Path]:
+    """Write ``cka.csv`` (a square table with model names), the same values as a long table with
+    one row per unordered pair of models (:func:`jaxagree.io.cka_long_table`: ``model_a, model_b,
+    cka``, ``family_a, family_b, same_family`` when the analysis has families, ``<field>_a,
+    <field>_b`` per ``metadata`` field) as ``cka_long.csv``, ``cka_long.parquet`` or both
+    (``long_format``: ``"csv"``, ``"parquet"`` or ``"both"``), and ``cka.png`` (a heatmap, models
     grouped by family when the analysis has families)."""
+    from jaxagree.io.exports import write_cka_long
+
+    if long_format not in LONG_FORMATS:
+        raise ValueError(f"long_format must be one of {', '.join(LONG_FORMATS)}, got {long_format!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     models, matrix, families = analysis.models, np.asarray(analysis.matrix), analysis.families
     written = {
         "cka": write_csv(out / "cka.csv", ["model", *models], ([m, *row] for m, row in zip(models, matrix))),
     }
+    for suffix in ("csv", "parquet"):
+        if long_format in (suffix, "both"):
+            written[f"cka_long_{suffix}"] = write_cka_long(out / f"cka_long.{suffix}", matrix, models, metadata,
+                                                           families=families)
     order = np.arange(len(models))
     if families:
         order = np.array(sorted(range(len(models)), key=lambda i: (families[i], i)))
@@ -424,6 +495,8 @@ def plot_identify_cka(comparison: StimulusSetComparison, models: list[str], fami
 
 __all__ = [
     "agreement_summary",
+    "condition_summary",
+    "error_consistency_by_group",
     "identify_line",
     "identify_summary",
     "plot_cka",

@@ -274,8 +274,9 @@ def test_write_cka_report_groups_heatmap_by_family(tmp_path, monkeypatch):
 
     monkeypatch.setattr(report, "plot_cka", fake_plot)
     matrix = np.arange(16, dtype=np.float32).reshape(4, 4)
+    matrix = matrix + matrix.T  # symmetric, as CKA is: the long table has one value per pair
     written = report.write_cka_report(_analysis(matrix, FAMILIES, debiased=True), tmp_path)
-    assert set(written) == {"cka", "heatmap"}
+    assert set(written) == {"cka", "cka_long_csv", "heatmap"}
     # conv: gamma (0), delta (2); vit: alpha (1), beta (3) -- by family, then by model position.
     order = [0, 2, 1, 3]
     assert seen["models"] == ["gamma", "delta", "alpha", "beta"]

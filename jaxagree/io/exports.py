@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, no_type_check
 
 import numpy as np
 
@@ -39,6 +39,7 @@ _RESERVED_FIELDS = frozenset({"model", "family", "cka", "same_family"})
 # Count table
 
 
+@no_type_check  # validates its input itself, with ValueErrors that name the culprit
 def count_table(
     predictions: PredictionTable | np.ndarray,
     num_categories: int | None = None,
@@ -131,6 +132,7 @@ def _names(names: Sequence[str] | None, count: int, what: str, plural: str) -> l
     return names
 
 
+@no_type_check  # validates its input itself, with ValueErrors that name the culprit
 def write_count_table(
     path: str | os.PathLike,
     table: PredictionTable,
@@ -188,6 +190,7 @@ def write_count_table(
 # CKA as a long table
 
 
+@no_type_check  # validates its input itself, with ValueErrors that name the culprit
 def cka_long_table(
     matrix: np.ndarray,
     models: Sequence[str],
@@ -314,6 +317,7 @@ def _scalar(value):
     return json.dumps(value, sort_keys=True, default=str)
 
 
+@no_type_check  # validates its input itself, with ValueErrors that name the culprit
 def write_cka_long(
     path: str | os.PathLike,
     matrix: np.ndarray,
