@@ -36,6 +36,7 @@ from jaxagree.identify import (
     identifiability_scores,
     identify_models,
 )
+from jaxagree.io import read_model_vs_human, read_per_image_predictions, read_prediction_folder
 from jaxagree.io.exports import cka_long_table, count_table, write_cka_long, write_count_table
 from jaxagree.search import (
     CandidateRanking,
@@ -96,4 +97,7 @@ __all__ = [
     "stimulus_mesh",
     "write_cka_long",
     "write_count_table",
+    "read_model_vs_human",
+    "read_per_image_predictions",
+    "read_prediction_folder",
 ]
