@@ -219,3 +219,16 @@ def test_an_extract_rerun_with_fewer_models_leaves_no_stale_features(tmp_path, c
     assert main([*base, "--zoo", str(tmp_path / "one.toml")]) == 0
     assert sorted(p.name for p in (out / "features" / "penultimate").iterdir()) == ["a.npy"]
     assert "cached" in capsys.readouterr().out  # model a came from the cache, which outlives runs
+
+
+def test_a_rerun_leaves_what_another_command_wrote_inside_the_folder(tmp_path, capsys):
+    # The README's tour writes `agreement --out run/agreement` inside `extract --out run`: a rerun of
+    # the outer command replaces only what its earlier run wrote (the marker's entries).
+    out = tmp_path / "out"
+    table = _predictions(tmp_path / "labelled.npz", labels=True)
+    assert main(["agreement", str(table), "--out", str(out)]) == 0
+    assert main(["agreement", str(table), "--out", str(out / "inner")]) == 0
+    assert main(["agreement", str(_predictions(tmp_path / "plain.npz", labels=False)), "--out", str(out)]) == 0
+    assert "inner" in _files(out) and "summary.json" in _files(out / "inner")
+    assert "accuracy.csv" not in _files(out)  # the earlier run's own files did go
+    capsys.readouterr()

@@ -184,12 +184,16 @@ class OutputFolder:
         os.replace(temporary, folder / MARKER)
 
     def _commit(self) -> None:
-        """Swap the staged results in: earlier results go first, then each staged entry is moved
-        (renamed) into place, the marker last; every step is a rename within the folder."""
+        """Swap the staged results in: the earlier run's results go first, then each staged entry
+        is moved (renamed) into place, the marker last; every step is a rename within the folder.
+        Only what the earlier run wrote (its marker's entries) or what this run replaces goes:
+        anything else in the folder stays, such as another command's results written under it
+        (``--out run/agreement`` inside ``extract --out run``)."""
         fresh = sorted(p.name for p in self.staging.iterdir())
         with self._locked():
+            ours = set(_read_marker(self.out).get("entries", [])) | set(fresh)
             earlier = [p for p in self.out.iterdir()
-                       if p.name not in self.keep and p.name not in (MARKER, ".jaxagree.lock")
+                       if p.name in ours and p.name not in self.keep and p.name not in (MARKER, ".jaxagree.lock")
                        and not _is_staging(p.name)]
             trash = self.out / f".jaxagree-staging-{os.getpid()}-old"
             trash.mkdir(exist_ok=True)
