@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="agreement, Fleiss' kappa and contrastive stimuli of a prediction table",
         description="PREDICTIONS: a long CSV/Parquet table (model, stimulus, response[, label]), "
         "a .npy/.npz array [models, stimuli] (-1 = no response), or a folder of .csv files of one of two kinds, "
-        "told apart by the header of the first file (by name): (1) model-vs-human raw data of one experiment "
+        "told apart by the header of the folder's first .csv file in name order: (1) model-vs-human raw data "
+        "of one experiment "
         "(bethgelab/model-vs-human raw-data/EXPERIMENT/; the header has subj and imagename, in any case): one "
         "CSV per observer with columns subj, session, trial, rt, object_response, category, condition, "
         "imagename; each subj is a rater (human when its name starts with 'subject-', as model-vs-human decides, "
@@ -113,8 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         "of its accuracy and error consistency; results are also given per condition (summary.json "
         "'conditions'). (2) Per-image prediction tables: one CSV per model (named by the file's stem) with a "
         "file-name column and a predicted-class column, rows in any order, matched by file name; an image a file "
-        "lacks is no response; labels from --labels. With labels, also writes error_consistency.csv (a square "
-        "table over all raters, names in the header and first column) and in summary.json the mean error "
+        "lacks is no response; labels from --labels. With labels, also writes error_consistency.csv (Geirhos "
+        "et al. 2020: Cohen's kappa of right/wrong of two raters over the labelled stimuli both were shown, no "
+        "response counting as wrong; a square table over all raters, names in the header and first column) and "
+        "in summary.json the mean error "
         "consistency over all pairs and within and between rater groups (human-human, human-model, model-model; "
         "models-models without groups).",
     )
