@@ -158,3 +158,38 @@ def test_sources_benchmark_quick_run():
 
     table = bench_sources.main(["--quick", "--no-save"])
     assert "| decode 48 JPEGs 500x375 -> 256 |" in table and "convnet/tiny over the folder (48 images)" in table
+
+
+def test_the_cli_reference_is_what_help_prints():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cli_reference", ROOT / "docs" / "cli_reference.py")
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    assert (ROOT / "docs" / "cli.md").read_text() == reference.render(), (
+        "docs/cli.md is out of date: run .venv/bin/python docs/cli_reference.py")
+
+
+def test_the_readme_command_table_lists_every_command():
+    import argparse
+
+    from jaxagree.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Command reference"):]
+    listed = [cell.strip("` ").removeprefix("jaxagree ") for cell in column(table, "command")]
+    assert sorted(listed) == sorted(commands)
+
+
+def test_the_readme_zoo_files_read(tmp_path):
+    from jaxagree.models import read_zoo
+
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert len(blocks) >= 2
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"zoo{i}.toml"
+        path.write_text(block)
+        zoo = read_zoo(path, trust_code=True)  # only read: a python: entry is not imported
+        assert zoo and all(spec.family for spec in zoo)
