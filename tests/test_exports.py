@@ -250,6 +250,19 @@ def test_read_model_metadata_csv(tmp_path):
         read_model_metadata(tmp_path / "bad.csv")
 
 
+def test_read_model_metadata_zoo_file(tmp_path):
+    zoo = tmp_path / "zoo.toml"
+    zoo.write_text(
+        '[[model]]\nname = "conv-a"\nsource = "native:convnet/tiny"\nfamily = "conv"\n'
+        '[model.metadata]\nparams = 25000000\ndata = ["in1k"]\n\n'
+        '[[model]]\nname = "mlp"\nsource = "native:mixer/tiny"\nfamily = "mlp"\n'
+    )
+    metadata = read_model_metadata(zoo, MODELS)
+    assert metadata == {"conv-a": {"params": 25_000_000, "data": ["in1k"]}, "mlp": {}}
+    row = cka_long_table(np.eye(2), ["conv-a", "mlp"], metadata).to_pylist()[0]
+    assert (row["params_a"], row["params_b"], row["data_a"]) == (25_000_000, None, '["in1k"]')
+
+
 # ---------------------------------------------------------------------------------------------
 # jaxagree cka
 
