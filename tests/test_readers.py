@@ -297,3 +297,24 @@ def test_agreement_cli_on_per_image_tables(tmp_path):
     # Options of a folder are refused for a single file, and --raters for per-image tables (exit 2).
     assert main(["agreement", str(labels), "--out", str(tmp_path / "x"), "--raters", "humans"]) == 2
     assert main(["agreement", str(folder), "--out", str(tmp_path / "y"), "--raters", "humans"]) == 2
+
+
+def test_error_consistency_kernel_over_shared_trials_matches_float64_loops():
+    import jaxagree as ja
+
+    rng = np.random.default_rng(0)
+    correct = rng.random((5, 40)) < 0.6
+    observed = rng.random((5, 40)) < 0.8
+    got = np.asarray(ja.error_consistency(correct, observed=observed))
+    for a in range(5):
+        for b in range(5):
+            both = observed[a] & observed[b]
+            x, y = correct[a, both].astype(np.float64), correct[b, both].astype(np.float64)
+            c_obs = np.mean(x == y)
+            c_exp = x.mean() * y.mean() + (1 - x.mean()) * (1 - y.mean())
+            assert got[a, b] == pytest.approx((c_obs - c_exp) / (1 - c_exp), abs=1e-6)
+    # Every trial observed: the plain kernel.
+    np.testing.assert_allclose(np.asarray(ja.error_consistency(correct, observed=np.ones_like(correct))),
+                               np.asarray(ja.error_consistency(correct)), atol=1e-6)
+    with pytest.raises(ValueError, match="observed must be a bool array"):
+        ja.error_consistency(correct, observed=observed[:, :3])

@@ -204,6 +204,10 @@ def read_model_vs_human(
     observers to have the same trials). Categories are the sorted names of the responses and labels
     (the 16 entry-level categories of model-vs-human's data), unless ``categories`` is given.
 
+    ``jaxagree agreement`` computes error consistency over all of the experiment's trials at once
+    (and the other results per condition too); model-vs-human's ``ErrorConsistency.get_result_df``
+    computes it within each condition and averages over the human observers.
+
     Args:
       folder: the experiment's folder.
       raters: ``"all"``, ``"models"`` or ``"humans"``: which observers to keep. An observer is
