@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--stimuli", type=Path, metavar="FILE",
         help="use only these stimuli: a CSV with an 'index' column (e.g. contrastive.csv) or one index per line",
     )
-    cka.add_argument("--families", type=Path, metavar="FILE", help="CSV with columns model, family: group the heatmap")
+    cka.add_argument("--families", type=Path, metavar="FILE",
+                     help="CSV with columns model, family, or the zoo file (only read): group the heatmap")
     cka.add_argument(
         "--long-format", choices=("csv", "parquet", "both"), default="csv",
         help="also write the matrix as a long table, one row per unordered pair of models (model_a, model_b, cka; "
@@ -346,12 +347,12 @@ def _print_written(output, names: Sequence[str]) -> None:
 
 def _run_cka(args) -> int:
     from jaxagree.analysis import analyse_cka
-    from jaxagree.io import OutputFolder, read_families, read_features, read_indices, read_model_metadata
+    from jaxagree.io import OutputFolder, read_features, read_indices, read_model_metadata
     from jaxagree.report import write_cka_report
 
     output = OutputFolder(args.out, "cka")
     features = read_features(args.features)
-    families = None if args.families is None else read_families(args.families, features.models)
+    families = None if args.families is None else _read_groups(args.families, features.models)
     metadata = None if args.metadata is None else read_model_metadata(args.metadata, features.models)
     stimuli = None if args.stimuli is None else read_indices(args.stimuli, features.features[0].shape[0])
     analysis = analyse_cka(features, stimuli=stimuli, families=families, debiased=args.debiased,

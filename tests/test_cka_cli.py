@@ -597,3 +597,19 @@ def test_agreement_contrastive_csv_feeds_cka(tmp_path, capsys):
             assert values[i, j] == pytest.approx(_reference_cka(features[a][chosen], features[b][chosen]), abs=1e-5)
     full = np.asarray(ja.cka_matrix(list(features.values())))
     assert np.abs(values - full).max() > 1e-3
+
+
+def test_families_may_come_from_the_zoo_file(tmp_path, capsys):
+    # As `identify --families` takes it: the README's tour passes the zoo file it trained.
+    entry = '[[model]]\nname = "{}"\nsource = "native:convnet/tiny"\nfamily = "{}"\n'
+    zoo = tmp_path / "zoo.toml"
+    families = {m: {"vit": "attention"}.get(f, f) for m, f in FAMILIES.items()}  # a zoo's families are fixed
+    zoo.write_text("".join(entry.format(name, families[name]) for name in MODELS))
+    csv_families = tmp_path / "families.csv"
+    csv_families.write_text("model,family\n" + "".join(f"{m},{f}\n" for m, f in families.items()))
+    features = _npz(tmp_path / "f.npz")
+    for source, out in ((zoo, "from_zoo"), (csv_families, "from_csv")):
+        code, _, err = _run_cka(capsys, features, "--families", source, "--out", tmp_path / out)
+        assert code == 0, err
+    assert (tmp_path / "from_zoo" / "cka_long.csv").read_text() == (tmp_path / "from_csv" / "cka_long.csv").read_text()
+    assert "family_a" in (tmp_path / "from_zoo" / "cka_long.csv").read_text().splitlines()[0]
