@@ -262,7 +262,18 @@ def _error_consistency_observed(
     shared = jnp.matmul(seen, seen.T, precision=highest)  # trials both models did
     both_right = jnp.matmul(right, right.T, precision=highest)
     right_a = jnp.matmul(right, seen.T, precision=highest)  # [a, b]: a right on the trials b did too
-    right_b = right_a.T
+    return consistency_of_pair_counts(shared, both_right, right_a)
+
+
+def consistency_of_pair_counts(
+    shared: Float[Array, "*batch models models"],
+    both_right: Float[Array, "*batch models models"],
+    right_a: Float[Array, "*batch models models"],
+) -> Float[Array, "*batch models models"]:
+    """Error consistency from per-pair counts over the trials both models of a pair did:
+    ``shared[a, b]`` such trials, ``both_right[a, b]`` both right, ``right_a[a, b]`` model ``a``
+    right (so ``right_a[b, a]`` is model ``b`` right); weighted counts of a bootstrap replicate too."""
+    right_b = jnp.swapaxes(right_a, -1, -2)
     disagree = right_a + right_b - 2.0 * both_right
     chance = right_a * (shared - right_b) + right_b * (shared - right_a)
     return jnp.where(chance > 0, 1.0 - shared * disagree / jnp.where(chance > 0, chance, 1.0), jnp.nan)
@@ -320,6 +331,7 @@ def error_consistency(
 __all__ = [
     "KappaMethod",
     "consistency_of_counts",
+    "consistency_of_pair_counts",
     "contrastive_stimuli",
     "error_consistency",
     "fleiss_kappa",

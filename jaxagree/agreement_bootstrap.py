@@ -42,7 +42,13 @@ from jaxtyping import Array, Bool, Float, Int, Real
 from jaxagree._checks import require_confidence, require_ndim, require_positive_int, require_seed
 from jaxagree._typing import AnyArray
 from jaxagree.accuracy import check_labels
-from jaxagree.agreement import KappaMethod, consistency_of_counts, pair_terms, per_stimulus_agreement
+from jaxagree.agreement import (
+    KappaMethod,
+    consistency_of_counts,
+    consistency_of_pair_counts,
+    pair_terms,
+    per_stimulus_agreement,
+)
 from jaxagree.cka.resample import bootstrap_indices, bootstrap_weights
 from jaxagree.counts import agreement_stats, check_predictions, count_predictions
 
@@ -208,6 +214,19 @@ def _consistency_replicates(
     return consistency_of_counts(both, jnp.matmul(w, r.T, precision=_HIGHEST), w.sum(-1))
 
 
+@jax.jit
+def _consistency_replicates_observed(
+    weights: Int[Array, "replicates stimuli"], right: Bool[Array, "models stimuli"], seen: Bool[Array, "models stimuli"]
+) -> Float[Array, "replicates models models"]:
+    w = weights.astype(jnp.float32)
+    o = seen.astype(jnp.float32)
+    r = (right & seen).astype(jnp.float32)
+    shared = jnp.einsum("rms,ns->rmn", w[:, None, :] * o[None], o, precision=_HIGHEST)
+    both = jnp.einsum("rms,ns->rmn", w[:, None, :] * r[None], r, precision=_HIGHEST)
+    right_a = jnp.einsum("rms,ns->rmn", w[:, None, :] * r[None], o, precision=_HIGHEST)
+    return consistency_of_pair_counts(shared, both, right_a)
+
+
 def _check_mask(model_mask, num_models: int) -> jax.Array:
     if model_mask is None:
         return jnp.ones((1, num_models), bool)
@@ -243,6 +262,7 @@ def agreement_bootstrap(
     confidence: float = 0.95,
     method: KappaMethod = "fleiss",
     max_bytes: int | None = None,
+    observed: Bool[AnyArray, "models stimuli"] | None = None,
 ) -> AgreementBootstrap:
     """Percentile bootstrap intervals over stimuli for Fleiss' kappa over all stimuli and over
     the ``k`` contrastive stimuli (selected again in every replicate), per model subset, and for
@@ -257,6 +277,9 @@ def agreement_bootstrap(
       labels: optional ``int [stimuli]`` (-1 = unlabelled): adds error consistency over the
         labelled stimuli (a missing response counts as wrong).
       num_bootstrap: replicates.
+      observed: optional ``bool [models, stimuli]``, whether each model was shown each stimulus:
+        error consistency is then over the labelled stimuli both models of a pair were shown, as
+        :func:`~jaxagree.error_consistency` with ``observed``.
       seed: the replicates' draws (:func:`jaxagree.bootstrap_indices` with ``jax.random.key(seed)``).
       confidence: coverage of the percentile intervals.
       method: ``"fleiss"`` or ``"randolph"`` chance agreement.
@@ -312,7 +335,7 @@ def agreement_bootstrap(
     kappa_contrastive = _contrastive_kappas(preds, mask, subsets, weights, k, num_categories, method, max_bytes)
     consistency = None
     if labels is not None:
-        consistency = _interval(_consistency(preds, labels, weights, max_bytes), confidence)
+        consistency = _interval(_consistency(preds, labels, weights, max_bytes, observed), confidence)
     return AgreementBootstrap(_interval(kappa_all, confidence), _interval(kappa_contrastive, confidence),
                               consistency, k, num_bootstrap, confidence)
 
@@ -357,10 +380,20 @@ def _ordered_counts(preds, mask, order, prefix: int, num_categories: int) -> jax
     ])
 
 
-def _consistency(preds, labels, weights, max_bytes: int) -> np.ndarray:
+def _consistency(preds, labels, weights, max_bytes: int, observed=None) -> np.ndarray:
     num_models, num_stimuli = preds.shape
     right = preds == labels[None, :]
     labelled = labels >= 0
+    if observed is not None:
+        observed = np.asarray(observed)
+        if observed.dtype != bool or observed.shape != (num_models, num_stimuli):
+            raise ValueError(f"observed must be bool [models, stimuli] {(num_models, num_stimuli)}, got "
+                             f"{observed.dtype} {observed.shape}")
+        seen = jnp.asarray(observed) & labelled[None, :]
+        per_replicate = 4 * (3 * num_stimuli * (num_models + 1) + 4 * num_models * num_models)
+        chunk = max(1, min(weights.shape[0], max_bytes // per_replicate))
+        return np.concatenate([np.asarray(_consistency_replicates_observed(weights[s:s + chunk], right, seen))
+                               for s in range(0, weights.shape[0], chunk)])
     per_replicate = 4 * (num_stimuli * (num_models + 1) + 2 * num_models * num_models)
     chunk = max(1, min(weights.shape[0], max_bytes // per_replicate))
     return np.concatenate([np.asarray(_consistency_replicates(weights[s:s + chunk], right, labelled))

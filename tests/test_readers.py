@@ -318,3 +318,13 @@ def test_error_consistency_kernel_over_shared_trials_matches_float64_loops():
                                np.asarray(ja.error_consistency(correct)), atol=1e-6)
     with pytest.raises(ValueError, match="observed must be a bool array"):
         ja.error_consistency(correct, observed=observed[:, :3])
+
+
+def test_bootstrap_error_consistency_uses_the_shared_trials_too(tmp_path):
+    from jaxagree.analysis import analyse_agreement
+
+    table = read_model_vs_human(_mvh_folder(tmp_path))
+    analysis = analyse_agreement(table.predictions, num_categories=table.num_categories, labels=table.labels,
+                                 observed=table.observed, num_bootstrap=20)
+    # Replicate 0 of the bootstrap is the data as given: its estimate is error_consistency.csv's matrix.
+    np.testing.assert_allclose(analysis.bootstrap.error_consistency.estimate, analysis.error_consistency, atol=1e-6)

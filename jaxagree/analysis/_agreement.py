@@ -194,7 +194,8 @@ def analyse_agreement(
         kappa_contrastive=kappa_contrastive,
     )
     analysis = analysis._replace(accuracy=accuracy, per_bin=per_bin)
-    return _with_bootstrap(analysis, preds, labels, bins.model_mask, num_categories, num_bootstrap, seed, confidence)
+    return _with_bootstrap(analysis, preds, labels, bins.model_mask, num_categories, num_bootstrap, seed, confidence,
+                           None if observed is None else shown)
 
 
 def _check_observed(observed, shape: tuple[int, int]) -> np.ndarray:
@@ -242,11 +243,12 @@ def _per_condition(analysis: AgreementAnalysis, preds, labels, shown: np.ndarray
 
 
 def _with_bootstrap(analysis: AgreementAnalysis, preds, labels, bin_mask, num_categories: int,
-                    num_bootstrap: int | None, seed: int, confidence: float) -> AgreementAnalysis:
+                    num_bootstrap: int | None, seed: int, confidence: float, observed=None) -> AgreementAnalysis:
     if num_bootstrap is None:
         return analysis
     everyone = np.ones((1, preds.shape[0]), bool)
     mask = everyone if bin_mask is None else np.concatenate([everyone, np.asarray(bin_mask, bool)])
     bootstrap = agreement_bootstrap(preds, num_categories=num_categories, k=analysis.k, model_mask=mask,
-                                    labels=labels, num_bootstrap=num_bootstrap, seed=seed, confidence=confidence)
+                                    labels=labels, num_bootstrap=num_bootstrap, seed=seed, confidence=confidence,
+                                    observed=observed)
     return analysis._replace(bootstrap=bootstrap)
