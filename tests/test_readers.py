@@ -328,3 +328,14 @@ def test_bootstrap_error_consistency_uses_the_shared_trials_too(tmp_path):
                                  observed=table.observed, num_bootstrap=20)
     # Replicate 0 of the bootstrap is the data as given: its estimate is error_consistency.csv's matrix.
     np.testing.assert_allclose(analysis.bootstrap.error_consistency.estimate, analysis.error_consistency, atol=1e-6)
+
+
+def test_saved_table_keeps_groups_conditions_and_observed(tmp_path):
+    from jaxagree.io import read_predictions, save_predictions
+
+    table = read_model_vs_human(_mvh_folder(tmp_path))
+    again = read_predictions(save_predictions(tmp_path / "table.npz", table))
+    assert again.rater_groups == table.rater_groups and again.conditions == table.conditions
+    np.testing.assert_array_equal(again.observed, table.observed)
+    np.testing.assert_array_equal(again.predictions, table.predictions)
+    np.testing.assert_array_equal(again.labels, table.labels)

@@ -6,7 +6,8 @@
   from the table is "no response" too. A missing label marks an unlabelled stimulus.
 * Wide arrays: ``.npy`` holding ``int [models, stimuli]`` (-1 = no response), or ``.npz`` with
   ``predictions`` and optionally ``labels [stimuli]``, ``models``, ``stimuli`` and
-  ``categories`` (string arrays).
+  ``categories`` (string arrays), and ``rater_groups [models]``, ``conditions [stimuli]``
+  (strings) and ``observed`` (bool ``[models, stimuli]``) as :func:`save_predictions` writes them.
 
 Responses and labels follow one rule (see :func:`read_predictions`): integers are category
 indices, names are looked up; without a category list a table is all integers or all names.
@@ -416,11 +417,32 @@ def _read_wide(path: Path, categories, num_categories) -> PredictionTable:
             raise ValueError(f"{path}: no model gave any response")
     names = list(categories) if categories is not None else [str(i) for i in range(num_categories)]
     labels = None if labels is None else labels.astype(np.int32)
-    return PredictionTable(preds.astype(np.int32), labels, models, stimuli, names)
+    return PredictionTable(preds.astype(np.int32), labels, models, stimuli, names,
+                           *_optional_fields(arrays, num_models, num_stimuli, path))
+
+
+def _optional_fields(arrays: dict, num_models: int, num_stimuli: int, path: Path) -> tuple:
+    """``rater_groups``, ``conditions`` and ``observed`` of an ``.npz``, each None where absent."""
+
+    def strings(field: str, count: int, counted: str) -> list[str] | None:
+        values = arrays.get(field)
+        if values is None:
+            return None
+        entries = [str(v) for v in np.asarray(values).reshape(-1).tolist()]
+        if np.ndim(values) != 1 or len(entries) != count:
+            raise ValueError(f"{path}: {field} has {len(entries)} entries but there are {count} {counted}")
+        return entries
+
+    observed = arrays.get("observed")
+    if observed is not None and (observed.dtype != bool or observed.shape != (num_models, num_stimuli)):
+        raise ValueError(f"{path}: observed must be bool [{num_models}, {num_stimuli}] (models, stimuli), got "
+                         f"{observed.dtype} {observed.shape}")
+    return strings("rater_groups", num_models, "models"), strings("conditions", num_stimuli, "stimuli"), observed
 
 
 def save_predictions(path: str | os.PathLike, table: PredictionTable) -> Path:
-    """Write a :class:`PredictionTable` as ``.npz`` (plain arrays; no pickle needed to read)."""
+    """Write a :class:`PredictionTable` as ``.npz`` (plain arrays; no pickle needed to read), with
+    its ``rater_groups``, ``conditions`` and ``observed`` where it has them."""
     path = Path(path)
     arrays = {
         "predictions": np.asarray(table.predictions, np.int32),
@@ -430,6 +452,11 @@ def save_predictions(path: str | os.PathLike, table: PredictionTable) -> Path:
     }
     if table.labels is not None:
         arrays["labels"] = np.asarray(table.labels, np.int32)
+    for field in ("rater_groups", "conditions"):
+        if getattr(table, field) is not None:
+            arrays[field] = np.asarray(getattr(table, field), dtype=str)
+    if table.observed is not None:
+        arrays["observed"] = np.asarray(table.observed, bool)
     np.savez_compressed(path, **arrays)
     return path
 
