@@ -275,9 +275,14 @@ def test_per_image_bad_input_names_the_culprit(tmp_path):
         read_per_image_predictions(folder, labels=tmp_path / "short_labels.csv")
     with pytest.raises(ValueError, match="raters='humans' needs model-vs-human"):
         read_prediction_folder(folder, raters="humans")
-    _write_csv(folder / "vit.csv", ["file_name", "predicted_class"], [["a.jpg", "dog"], ["a.jpg", "cat"]])
-    with pytest.raises(ValueError, match=r"vit\.csv: line 3: image 'a\.jpg' appears twice"):
+    (folder / "vit.csv").write_text("file_name,predicted_class\na.jpg,dog\n\na.jpg,cat\n")  # a blank line
+    with pytest.raises(ValueError, match=r"vit\.csv: line 4: image 'a\.jpg' appears twice \(also line 2\)"):
         read_per_image_predictions(folder, labels=labels)
+    _write_csv(folder / "vit.csv", ["file_name", "predicted_class"], [["a.jpg", "dog"]])
+    bad_labels = _write_csv(tmp_path / "bad_labels.csv", ["file_name", "label"],
+                            [*list(LABELS.items())[:2], ("c.jpg", "zebra"), ("d.jpg", "dog")])
+    with pytest.raises(ValueError, match=r"label 'zebra' at image 'c\.jpg' \(bad_labels\.csv line 4\)"):
+        read_per_image_predictions(folder, labels=bad_labels, categories=["car", "cat", "dog"])
     _write_csv(folder / "vit.csv", ["file_name", "predicted_class"], [["a.jpg", "zebra"]])
     with pytest.raises(ValueError, match=r"'zebra' at model 'vit', image 'a\.jpg' \(vit\.csv line 2\)"):
         read_per_image_predictions(folder, labels=labels, categories=["car", "cat", "dog"])

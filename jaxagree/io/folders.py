@@ -17,6 +17,7 @@ response that is empty, ``na``, ``nan`` or ``none`` in any case is "no response"
 
 from __future__ import annotations
 
+import bisect
 import csv
 import os
 from collections.abc import Sequence
@@ -87,24 +88,43 @@ def _csv_files(folder: Path) -> list[Path]:
     return files
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
-    """(header as written, data rows) of a CSV file; CRLF or LF line ends, a UTF-8 BOM allowed.
-    Data row ``i`` is on line ``i + 2``."""
+def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """(header as written, data rows, each data row's line in the file) of a CSV file; CRLF or LF
+    line ends, a UTF-8 BOM allowed, blank lines skipped."""
+    body, lines = [], []
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
+            reader = csv.reader(handle)
+            header = [name.strip() for name in next(reader, [])]
+            if not header:
+                raise ValueError(f"{path}: the file is empty (no header)")
+            width = len(header)
+            for row in reader:
+                if len(row) != width:
+                    if not any(cell.strip() for cell in row):
+                        continue
+                    raise ValueError(f"{path}: line {reader.line_num} has {len(row)} fields, the header {width}")
+                body.append(row)
+                lines.append(reader.line_num)
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not UTF-8 text: {err}") from None
     except csv.Error as err:
         raise ValueError(f"{path}: cannot parse as CSV: {err}") from None
-    if not rows:
-        raise ValueError(f"{path}: the file is empty (no header)")
-    header = [name.strip() for name in rows[0]]
-    body = [row for row in rows[1:] if any(cell.strip() for cell in row)]
-    for i, row in enumerate(rows[1:]):
-        if any(cell.strip() for cell in row) and len(row) != len(header):
-            raise ValueError(f"{path}: line {i + 2} has {len(row)} fields, the header {len(header)}")
-    return header, body
+    return header, body, lines
+
+
+def _unique_names(names: list[str], lines: list[int], path: Path, column: str, twice: str, why: str = "") -> None:
+    """Raise for the first empty or repeated name (the loop runs only when there is one)."""
+    distinct = set(names)
+    if len(distinct) == len(names) and "" not in distinct:
+        return
+    first: dict[str, int] = {}
+    for name, line in zip(names, lines):
+        if not name:
+            raise ValueError(f"{path}: line {line}: the file name ({column!r}) is empty")
+        if name in first:
+            raise ValueError(f"{path}: line {line}: image {name!r} {twice} (also line {first[name]}){why}")
+        first[name] = line
 
 
 def _header(path: Path) -> list[str]:
@@ -152,9 +172,13 @@ def folder_kind(folder: str | os.PathLike) -> str:
 
 
 def _text_column(name: str, values: list[str]) -> _Column:
-    """A response or label column of text values, coded as :func:`read_predictions` codes them."""
+    """A response or label column of text values, coded as :func:`read_predictions` codes them.
+    Text work (trimming, parsing) is done once per distinct value, not per row."""
+    raw: dict[str, int] = {}
+    codes = np.array([raw.setdefault(v, len(raw)) for v in values], np.int64)
     distinct: dict[str, int] = {}
-    codes = np.fromiter((distinct.setdefault(v.strip(), len(distinct)) for v in values), np.int64, len(values))
+    trimmed = np.array([distinct.setdefault(v.strip(), len(distinct)) for v in raw], np.int64)
+    codes = trimmed[codes] if len(codes) else codes
     indices, names = [], []
     for word in distinct:
         if word.lower() in MISSING_MARKERS:
@@ -237,7 +261,7 @@ def read_model_vs_human(
     stimulus_info: dict[int, tuple[str, str, int]] = {}  # stimulus -> (category, condition, row)
     imagenames: list[str] = []
     for path in _csv_files(folder):
-        header, body = _read_rows(path)
+        header, body, lines = _read_rows(path)
         index = _column_index(header, path)
         absent = [name for name in MODEL_VS_HUMAN_COLUMNS if name not in index]
         if absent:
@@ -245,8 +269,7 @@ def read_model_vs_human(
                              f"session, trial, rt, object_response, category, condition, imagename; found: "
                              f"{', '.join(header)}")
         subj, response, category, condition, imagename = (index[name] for name in MODEL_VS_HUMAN_COLUMNS)
-        for i, row in enumerate(body):
-            line = i + 2
+        for row, line in zip(body, lines):
             rater = row[subj].strip()
             name = row[imagename].strip()
             for value, column in ((rater, "subj"), (name, "imagename")):
@@ -310,27 +333,20 @@ def read_model_vs_human(
 # Per-image tables
 
 
-def _read_labels(path: Path, file_column: str | None, label_column: str | None) -> tuple[list[str], list[str]]:
+def _read_labels(path: Path, file_column: str | None, label_column: str | None) -> tuple[list, list, list[int]]:
+    """(image names, labels, each row's line) of a labels file."""
     if not path.is_file():
         raise ValueError(f"{path}: no such labels file")
-    header, body = _read_rows(path)
+    header, body, lines = _read_rows(path)
     index = _column_index(header, path)
     names_at = _find_column(index, path, FILE_COLUMNS, file_column if file_column and file_column.lower() in index
                             else None, "file-name", "--file-column")
     label_at = _find_column(index, path, LABEL_COLUMNS, label_column, "label", "--label-column")
-    names, labels, seen = [], [], {}
-    for i, row in enumerate(body):
-        name = row[names_at].strip()
-        if not name:
-            raise ValueError(f"{path}: line {i + 2}: the file name ({header[names_at]!r}) is empty")
-        if name in seen:
-            raise ValueError(f"{path}: line {i + 2}: image {name!r} is listed twice (also line {seen[name]})")
-        seen[name] = i + 2
-        names.append(name)
-        labels.append(row[label_at])
+    names = [row[names_at].strip() for row in body]
+    _unique_names(names, lines, path, header[names_at], "is listed twice")
     if not names:
         raise ValueError(f"{path}: the labels file has no rows")
-    return names, labels
+    return names, [row[label_at] for row in body], lines
 
 
 def read_per_image_predictions(
@@ -373,51 +389,49 @@ def read_per_image_predictions(
     folder = Path(folder)
     files = _csv_files(folder)
     stimulus_index: dict[str, int] = {}
-    label_values = None
+    label_values = label_lines = None
     if labels is not None:
-        label_names, label_values = _read_labels(Path(labels), file_column, label_column)
+        label_names, label_values, label_lines = _read_labels(Path(labels), file_column, label_column)
         stimulus_index = {name: i for i, name in enumerate(label_names)}
-    models, rows_model, rows_stimulus, responses, places = [], [], [], [], []
-    for m, path in enumerate(files):
-        header, body = _read_rows(path)
+    models, rows_stimulus, responses = [], [], []
+    starts, places = [], []  # per file: its first row, and (path, each row's line)
+    for path in files:
+        header, body, lines = _read_rows(path)
         index = _column_index(header, path)
         names_at = _find_column(index, path, FILE_COLUMNS, file_column, "file-name", "--file-column")
         pred_at = _find_column(index, path, PREDICTION_COLUMNS, prediction_column, "predicted-class",
                                "--prediction-column")
+        names = [row[names_at].strip() for row in body]
+        _unique_names(names, lines, path, header[names_at], "appears twice", "; a model predicts each image once")
+        if label_values is not None and not stimulus_index.keys() >= set(names):
+            line, name = next((line, n) for n, line in zip(names, lines) if n not in stimulus_index)
+            raise ValueError(f"{path}: line {line}: image {name!r} is not in the labels file {labels}")
         models.append(path.stem)
-        seen: dict[str, int] = {}
-        for i, row in enumerate(body):
-            line = i + 2
-            name = row[names_at].strip()
-            if not name:
-                raise ValueError(f"{path}: line {line}: the file name ({header[names_at]!r}) is empty")
-            if name in seen:
-                raise ValueError(f"{path}: line {line}: image {name!r} appears twice (also line {seen[name]}); "
-                                 "a model predicts each image once")
-            seen[name] = line
-            if label_values is not None and name not in stimulus_index:
-                raise ValueError(f"{path}: line {line}: image {name!r} is not in the labels file {labels}")
-            rows_stimulus.append(stimulus_index.setdefault(name, len(stimulus_index)))
-            rows_model.append(m)
-            responses.append(row[pred_at])
-            places.append((path, line))
-    if not places:
+        starts.append(len(responses))
+        places.append((path, lines))
+        rows_stimulus.extend([stimulus_index.setdefault(n, len(stimulus_index)) for n in names])
+        responses.extend([row[pred_at] for row in body])
+    if not responses:
         raise ValueError(f"{folder}: the prediction tables have no rows")
     stimuli = list(stimulus_index)
     num_responses = len(responses)
+    rows_model = np.repeat(np.arange(len(models)), np.diff([*starts, num_responses]))
+    rows_stimulus = np.array(rows_stimulus, np.int64)
 
     def where(row: int) -> str:
         if row >= num_responses:  # a row of the labels file
-            return f"image {stimuli[row - num_responses]!r} ({Path(labels).name} line {row - num_responses + 2})"
-        path, line = places[row]
-        return f"model {models[rows_model[row]]!r}, image {stimuli[rows_stimulus[row]]!r} ({path.name} line {line})"
+            at = row - num_responses
+            return f"image {stimuli[at]!r} ({Path(labels).name} line {label_lines[at]})"
+        m = bisect.bisect_right(starts, row) - 1
+        path, lines = places[m]
+        return f"model {models[m]!r}, image {stimuli[rows_stimulus[row]]!r} ({path.name} line {lines[row - starts[m]]})"
 
     # One vocabulary for responses and labels: both columns span the responses' rows, then the labels'.
     extra = [] if label_values is None else [""] * len(label_values)
     label_rows = None if label_values is None else [""] * num_responses + label_values
     names, codes, label_codes = _categorised(responses + extra, label_rows, categories, num_categories, folder, where)
     preds = np.full((len(models), len(stimuli)), -1, np.int32)
-    preds[np.array(rows_model), np.array(rows_stimulus)] = codes[:num_responses]
+    preds[rows_model, rows_stimulus] = codes[:num_responses]
     stim_labels = None if label_values is None else label_codes[num_responses:].astype(np.int32)
     return PredictionTable(preds, stim_labels, models, stimuli, names)
 
