@@ -38,7 +38,7 @@ def agreement_summary(analysis: AgreementAnalysis, table: PredictionTable) -> di
     if analysis.error_consistency is not None:
         summary["mean_error_consistency"] = error_consistency_by_group(analysis.error_consistency, table.rater_groups)
     if analysis.per_condition is not None:
-        summary["conditions"] = condition_summary(analysis.per_condition, table.models)
+        summary["conditions"] = condition_summary(analysis.per_condition, table.models, table.rater_groups)
     boot = analysis.bootstrap
     if analysis.per_bin is not None:
         per_bin = analysis.per_bin
@@ -94,8 +94,9 @@ def error_consistency_by_group(matrix, groups: list[str] | None) -> dict:
     return result
 
 
-def condition_summary(per_condition, models: list[str]) -> list[dict]:
-    """Per condition: its stimuli, Fleiss' kappa, mean agreement and (with labels) each rater's accuracy."""
+def condition_summary(per_condition, models: list[str], groups: list[str] | None = None) -> list[dict]:
+    """Per condition: its stimuli, Fleiss' kappa, mean agreement and, with labels, each rater's
+    accuracy and the mean error consistency within the condition (:func:`error_consistency_by_group`)."""
     rows = []
     for c, name in enumerate(per_condition.names):
         row = {
@@ -106,6 +107,8 @@ def condition_summary(per_condition, models: list[str]) -> list[dict]:
         }
         if per_condition.accuracy is not None:
             row["accuracy"] = {m: short_float(a) for m, a in zip(models, per_condition.accuracy[c])}
+        if per_condition.error_consistency is not None:
+            row["mean_error_consistency"] = error_consistency_by_group(per_condition.error_consistency[c], groups)
         rows.append(row)
     return rows
 

@@ -74,11 +74,12 @@ def _mvh_folder(tmp_path, name="raw-data"):
     return folder
 
 
-def _reference_ec(a: list, b: list) -> float:
-    """Geirhos et al. 2020 in float64, by hand: Cohen's kappa of right/wrong over the trials both did."""
+def _reference_ec(a: list, b: list, condition: str | None = None) -> float:
+    """Geirhos et al. 2020 in float64, by hand: Cohen's kappa of right/wrong over the trials both did
+    (of one condition, or all)."""
     right_a, right_b = [], []
     for short, ra, rb in zip(SHORT, a, b):
-        if ra is None or rb is None:
+        if ra is None or rb is None or condition not in (None, IMAGES[short][1]):
             continue
         right_a.append(ra == IMAGES[short][0])  # 'na' is not the category: wrong
         right_b.append(rb == IMAGES[short][0])
@@ -160,10 +161,10 @@ def test_agreement_cli_on_model_vs_human_writes_error_consistency_and_groups(tmp
     humans = [n for n in names if n.startswith("subject-")]
     models = [n for n in names if n not in humans]
 
-    def mean(group_a, group_b):
-        values = {tuple(sorted((a, b))): _reference_ec(RESPONSES[a], RESPONSES[b])
+    def mean(group_a, group_b, condition=None):
+        values = {tuple(sorted((a, b))): _reference_ec(RESPONSES[a], RESPONSES[b], condition)
                   for a in group_a for b in group_b if a != b}
-        return float(np.mean(list(values.values())))
+        return float(np.nanmean(list(values.values())))
 
     groups = summary["mean_error_consistency"]
     assert groups["human-human"] == pytest.approx(mean(humans, humans), abs=1e-6)
@@ -175,6 +176,11 @@ def test_agreement_cli_on_model_vs_human_writes_error_consistency_and_groups(tmp
     assert set(conditions) == {"c0", "c1"} and conditions["c0"]["num_stimuli"] == 3
     # resnet50 did 2 of c0's 3 trials (both right) and 2 of c1's (one right).
     assert conditions["c0"]["accuracy"]["resnet50"] == 1.0 and conditions["c1"]["accuracy"]["resnet50"] == 0.5
+    # Error consistency within each condition, as model-vs-human computes it (NaN pairs left out of the means).
+    for condition in ("c0", "c1"):
+        within = conditions[condition]["mean_error_consistency"]
+        assert within["human-model"] == pytest.approx(mean(humans, models, condition), abs=1e-6)
+        assert within["human-human"] == pytest.approx(mean(humans, humans, condition), abs=1e-6, nan_ok=True)
 
     out_humans = tmp_path / "humans"
     assert main(["agreement", str(folder), "--out", str(out_humans), "--raters", "humans"]) == 0

@@ -48,6 +48,8 @@ class ConditionResults(NamedTuple):
       mean_agreement: ``float [conditions]`` mean Eq. 1 agreement over them (NaN where none has 2 raters).
       accuracy: ``float [conditions, models]`` with labels (over the labelled stimuli each model
         was shown), else None.
+      error_consistency: ``float32 [conditions, models, models]`` with labels and 2 or more
+        models, within each condition (as model-vs-human computes it), else None.
     """
 
     names: list[str]
@@ -55,6 +57,7 @@ class ConditionResults(NamedTuple):
     fleiss_kappa: np.ndarray
     mean_agreement: np.ndarray
     accuracy: np.ndarray | None
+    error_consistency: np.ndarray | None = None
 
 
 class AgreementAnalysis(NamedTuple):
@@ -233,13 +236,16 @@ def _per_condition(analysis: AgreementAnalysis, preds, labels, shown: np.ndarray
     with warnings.catch_warnings():  # a condition without a defined agreement has a NaN mean
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.array([np.nanmean(analysis.agreement[idx]) for idx in members], np.float32)
-        accuracy = None
+        accuracy = consistency = None
         if labels is not None:
             labels = np.asarray(labels)
             right = (np.asarray(preds) == labels[None, :]) & shown & (labels >= 0)[None, :]
             marked = shown & (labels >= 0)[None, :]
             accuracy = np.stack([right[:, idx].sum(1) / marked[:, idx].sum(1) for idx in members]).astype(np.float32)
-    return ConditionResults(names, np.array([len(idx) for idx in members]), kappa, mean, accuracy)
+            if preds.shape[0] >= 2:
+                consistency = np.stack([np.asarray(error_consistency(right[:, idx], observed=marked[:, idx]))
+                                        for idx in members])
+    return ConditionResults(names, np.array([len(idx) for idx in members]), kappa, mean, accuracy, consistency)
 
 
 def _with_bootstrap(analysis: AgreementAnalysis, preds, labels, bin_mask, num_categories: int,
