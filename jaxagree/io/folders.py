@@ -228,9 +228,11 @@ def read_model_vs_human(
     observers to have the same trials). Categories are the sorted names of the responses and labels
     (the 16 entry-level categories of model-vs-human's data), unless ``categories`` is given.
 
-    ``jaxagree agreement`` computes error consistency over all of the experiment's trials at once
-    (and the other results per condition too); model-vs-human's ``ErrorConsistency.get_result_df``
-    computes it within each condition and averages over the human observers.
+    ``jaxagree agreement`` writes error consistency over all of the experiment's trials at once
+    (error_consistency.csv) and, in summary.json, its means within each condition too: the way
+    model-vs-human's ``ErrorConsistency.get_result_df`` computes it (per condition, each pair
+    aligned by ``image_id``, which its code asserts is the same set of images for every observer:
+    so an image has one condition for all observers, which this reader checks).
 
     Args:
       folder: the experiment's folder.
