@@ -104,7 +104,7 @@ order = np.argsort(analysis.agreement, kind="stable")  # NaN (fewer than 2 respo
 fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3), gridspec_kw={"width_ratios": [3, 2]})
 image = left.imshow(bins.agreement[:, order], aspect="auto", interpolation="nearest", vmin=0, vmax=1)
 left.set_yticks(range(len(centre)), bins.bins.names())
-left.set_xlabel("stimuli, sorted by agreement of all models")
+left.set(xlabel="stimuli, sorted by agreement of all models", ylabel="models of accuracy")
 fig.colorbar(image, ax=left, label="agreement (Eq. 1)")
 for row, name in zip(bins.agreement, bins.bins.names()):
     right.plot(np.sort(row[~np.isnan(row)]), label=name, lw=1)
@@ -135,10 +135,10 @@ families) and computes the `[models, models]` CKA matrix three ways:
 They agree to float32 rounding. Then a heatmap ordered by family, and the within- and
 between-family means of `jaxagree.analysis.analyse_cka`."""),
     ("params", """\
-NUM_MODELS = 60
-NUM_STIMULI = 2000
+NUM_MODELS = 100
+NUM_STIMULI = 4000
 LATENT = 32            # dimension of the stimuli's common latent description
-BLOCK = 250            # stimuli per streamed block
+BLOCK = 500            # stimuli per streamed block
 MAX_BYTES = 2**22      # memory bound of the blocked cka_matrix (4 MiB)
 OUT = "figures\""""),
     ("code", """\
@@ -344,7 +344,8 @@ resumes where it stopped: the second run computes only the missing models, and a
 nothing. Then the agreement and CKA analyses of the extracted outputs. (The models are untrained,
 so the numbers only show the plumbing; `jaxagree demo` trains a zoo and runs the whole study.)"""),
     ("params", """\
-NUM_SEEDS = 2          # models per architecture (convnet, vit, mixer)
+ARCHITECTURES = ["convnet", "vit", "mixer"]  # jaxagree's native Flax zoo, tiny variants
+NUM_SEEDS = 2          # models per architecture (each seed: other random weights)
 NUM_STIMULI = 256
 IMAGE_SIZE = 32
 BATCH_SIZE = 64
@@ -366,14 +367,17 @@ print(work)"""),
     ("md", "## The zoo file"),
     ("code", """\
 FAMILY = {"convnet": "conv", "vit": "attention", "mixer": "mlp"}
-entries = []
-for seed in range(NUM_SEEDS):
-    for architecture, family in FAMILY.items():
-        entries.append(f'[[model]]\\nname = "{architecture}-{seed}"\\nsource = "native:{architecture}/tiny"\\n'
-                       f'family = "{family}"\\nseed = {seed}\\nnum_classes = 10\\n')
+ENTRY = '''[[model]]
+name = "{architecture}-{seed}"
+source = "native:{architecture}/tiny"
+family = "{family}"
+seed = {seed}
+num_classes = 10
+'''
 zoo_file = work / "zoo.toml"
-zoo_file.write_text("\\n".join(entries))
-print(zoo_file.read_text()[:300], "...")
+zoo_file.write_text("\\n".join(ENTRY.format(architecture=a, family=FAMILY[a], seed=s)
+                               for s in range(NUM_SEEDS) for a in ARCHITECTURES))
+print(zoo_file.read_text()[:200], "...")
 zoo = read_zoo(zoo_file)  # every entry checked here, before any model is built
 print([(spec.name, spec.family) for spec in zoo])"""),
     ("md", """\
