@@ -86,3 +86,43 @@ def test_a_second_run_trains_and_runs_nothing(demo):
     first = json.loads((demo / "summary.json").read_text())
     second = json.loads((demo.parent / "second-report" / "summary.json").read_text())
     assert second["kappa_all"] == first["kappa_all"] and second["identifiability"] == first["identifiability"]
+
+
+def tour_commands() -> list[list[str]]:
+    """The README's five-minute tour, one argument list per `jaxagree` command."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", text[text.index("## Five-minute tour"):], flags=re.S).group(1)
+    lines = shlex.split(block.replace("\\\n", " "), comments=True)
+    commands, current = [], None
+    for word in lines:
+        if word.endswith("bin/jaxagree"):
+            current = []
+            commands.append(current)
+        elif current is not None:
+            current.append(word)
+    return commands
+
+
+def test_the_readme_tour_runs_as_written(demo, capsys):
+    commands = tour_commands()
+    assert [c[0] for c in commands] == ["demo", "extract", "agreement", "cka", "identify"]
+    assert commands[0] == ["demo", "--quick", "--out", "tour/demo"]  # what the fixture ran, into `demo`
+    root = demo.parent / "tour"
+    root.mkdir()
+    (root / "demo").symlink_to(demo)
+    for args in commands[1:]:
+        args = [str(demo.parent / a) if a.startswith("tour/") else a for a in args]
+        args = [a.replace("=tour/", f"={demo.parent}/tour/") for a in args]
+        assert main(args + (["--no-progress"] if args[0] == "extract" else [])) == 0, args
+    run = root / "run"
+    assert (run / "predictions.npz").is_file() and len(list((run / "features" / "penultimate").iterdir())) == 6
+    for path in ("agreement/fig3_kappa_by_accuracy.png", "agreement/contrastive.csv", "cka/cka.png",
+                 "identify/identify.csv", "identify/identify_scores.png"):
+        assert (run / path).is_file(), path
+    identify = json.loads((run / "identify" / "identify.json").read_text())
+    assert {"all", "contrastive", "random_0", "random_1", "random_2"} <= set(identify["sets"])
+    capsys.readouterr()
