@@ -158,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_analysis_options(agreement)
     agreement.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's draws (default 0)")
+    agreement.add_argument(
+        "--export-counts", choices=("csv", "npy", "npz"), metavar="csv|npy|npz",
+        help="also write counts.FORMAT: the [stimuli, categories] count table in the layout statsmodels' "
+             "fleiss_kappa takes (one column per category, every category kept). statsmodels assumes as many "
+             "raters on every stimulus: a stimulus with fewer responses is an error naming it. csv: stimulus "
+             "column then one per category name (refused above 2e7 cells); npz: counts, stimuli, categories, models")
 
     cka = commands.add_parser(
         "cka", parents=[common],
@@ -337,6 +343,10 @@ def _run_agreement(table, args, output) -> int:
     )
     with output as staging:
         written = list(write_agreement_report(analysis, table, staging).values())
+        if args.export_counts is not None:
+            from jaxagree.io import write_count_table
+
+            written.append(write_count_table(staging / f"counts.{args.export_counts}", table))
     print(json_text(agreement_summary(analysis, table)))
     _print_written(output, [Path(p).name for p in written])
     return 0

@@ -316,3 +316,26 @@ def test_cli_cka_help_documents_the_long_table(capsys):
         main(["cka", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--long-format {csv,parquet,both}" in text and "cka_long.parquet" in text and "--metadata FILE" in text
+
+
+def test_cli_agreement_exports_the_count_table_statsmodels_takes(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    preds = rng.integers(0, 5, (7, 30))
+    np.savez(tmp_path / "p.npz", predictions=preds)
+    for fmt in ("csv", "npz"):
+        out = tmp_path / fmt
+        assert main(["agreement", str(tmp_path / "p.npz"), "--out", str(out), "--export-counts", fmt]) == 0
+    with (tmp_path / "csv" / "counts.csv").open() as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["stimulus", "0", "1", "2", "3", "4"] and len(rows) == 31
+    counts = np.array([[int(v) for v in row[1:]] for row in rows[1:]])
+    np.testing.assert_array_equal(counts, np.load(tmp_path / "npz" / "counts.npz")["counts"])
+    np.testing.assert_array_equal(counts, aggregate_raters(preds.T, n_cat=5)[0])
+    summary = json.loads((tmp_path / "csv" / "summary.json").read_text())
+    assert sm_fleiss_kappa(counts) == pytest.approx(summary["fleiss_kappa"], abs=1e-6)
+    # A stimulus with fewer raters has no statsmodels layout: exit 2, nothing written.
+    preds[0, 3] = -1
+    np.savez(tmp_path / "q.npz", predictions=preds)
+    assert main(["agreement", str(tmp_path / "q.npz"), "--out", str(tmp_path / "q"), "--export-counts", "csv"]) == 2
+    err = capsys.readouterr().err
+    assert "'3' (6)" in err and "counts.csv" in err and not (tmp_path / "q").exists()
