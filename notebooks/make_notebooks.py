@@ -408,7 +408,9 @@ third = extract(zoo, stimuli, cache_dir=cache, batch_size=BATCH_SIZE, progress=F
 assert all(rate is None for rate in third.images_per_second.values())
 assert np.array_equal(third.predictions, second.predictions)
 print("third run: nothing computed, every model from the cache")
-print(sorted(p.name for p in next(cache.iterdir()).iterdir()))"""),
+stimulus_set = next(cache.iterdir())  # one folder per stimulus set, named by a hash of its images
+print(stimulus_set.name, sorted(p.name for p in stimulus_set.iterdir()))
+print(zoo[0].name, sorted(p.name for p in (stimulus_set / zoo[0].name).iterdir()))"""),
     ("md", """\
 ## Agreement and CKA of the extracted outputs
 

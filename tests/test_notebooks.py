@@ -44,7 +44,9 @@ TIMEOUT = 120  # seconds per cell
 
 
 def committed() -> list[Path]:
-    return sorted(NOTEBOOKS.glob("*.ipynb"))
+    """The notebooks, less executed copies (``jupyter-execute --output='{notebook_name}_executed'``,
+    ignored by git)."""
+    return sorted(p for p in NOTEBOOKS.glob("*.ipynb") if not p.name.endswith("_executed.ipynb"))
 
 
 def parameters_cell(nb) -> int:
