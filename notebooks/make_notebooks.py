@@ -236,10 +236,10 @@ within- against between-family pairs, 1-NN identification rate, silhouette, ...)
 bootstrap interval over the set's stimuli, and each set against a baseline.
 
 Here the features are synthetic with a **planted** contrastive subset: on most stimuli every model
-represents the same thing (plus noise); on `NUM_CONTRASTIVE` stimuli each family has its own
-representation. We compare `all` stimuli (the planted ones among them), the planted
-`contrastive` set and `random_sets` draws of the same size, disjoint from it. Last,
-`ja.stimuli_needed` asks how many stimuli a study needs."""),
+represents the same thing (plus noise); on `NUM_CONTRASTIVE` stimuli each family adds a
+component of its own (and each model one of its own). We compare `all` stimuli (the planted ones
+among them), the planted `contrastive` set and `random_sets` draws of the same size, disjoint from
+it. Last, `ja.stimuli_needed` asks how many stimuli a study needs."""),
     ("params", """\
 NUM_MODELS = 24
 NUM_STIMULI = 1000
@@ -272,8 +272,9 @@ by_family = {f: rng.normal(size=(NUM_STIMULI, DIM)) for f in FAMILIES}  # what a
 features = np.empty((NUM_MODELS, NUM_STIMULI, DIM), np.float32)
 for m, family in enumerate(groups):
     signal = shared.copy()
-    signal[planted] = by_family[family][planted]
-    features[m] = signal + 0.7 * rng.normal(size=signal.shape)
+    own = 1.5 * rng.normal(size=(NUM_CONTRASTIVE, DIM))            # what this model alone sees
+    signal[planted] += 0.4 * (by_family[family][planted] + own)
+    features[m] = signal + rng.normal(size=signal.shape)
 print(features.shape, "planted contrastive stimuli:", planted[:8], "...")"""),
     ("md", "## All, contrastive and random sets, with intervals"),
     ("code", """\
