@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/jaxagree demo
 
 test: $(STAMP)
-	$(BIN)/ruff check jaxagree tests benchmarks
+	$(BIN)/ruff check jaxagree tests benchmarks notebooks docs
 	$(BIN)/python -m pytest -q -n 2
 
 bench: $(STAMP)

@@ -25,15 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxagree.io.predictions import (
-    _INTEGER,
-    _NAME,
-    MISSING_MARKERS,
-    PredictionTable,
-    _categorise,
-    _Column,
-    _given_categories,
-)
+from jaxagree.io._categories import Column, categorise, classify_words, given_categories
+from jaxagree.io.predictions import PredictionTable
 
 # What model-vs-human's analyses use of each row; session, trial and rt are not needed.
 MODEL_VS_HUMAN_COLUMNS = ("subj", "object_response", "category", "condition", "imagename")
@@ -171,7 +164,7 @@ def folder_kind(folder: str | os.PathLike) -> str:
 # Responses and labels as category indices
 
 
-def _text_column(name: str, values: list[str]) -> _Column:
+def _text_column(name: str, values: list[str]) -> Column:
     """A response or label column of text values, coded as :func:`read_predictions` codes them.
     Text work (trimming, parsing) is done once per distinct value, not per row."""
     raw: dict[str, int] = {}
@@ -179,25 +172,15 @@ def _text_column(name: str, values: list[str]) -> _Column:
     distinct: dict[str, int] = {}
     trimmed = np.array([distinct.setdefault(v.strip(), len(distinct)) for v in raw], np.int64)
     codes = trimmed[codes] if len(codes) else codes
-    indices, names = [], []
-    for word in distinct:
-        if word.lower() in MISSING_MARKERS:
-            indices.append(-1)
-            names.append(None)
-        elif _INTEGER.match(word):
-            indices.append(int(word))
-            names.append(None)
-        else:
-            indices.append(_NAME)
-            names.append(word)
-    return _Column(name, codes, np.array(indices, np.int64), names)
+    indices, names = classify_words(list(distinct))
+    return Column(name, codes, np.array(indices, np.int64), names)
 
 
 def _categorised(responses: list[str], labels: list[str] | None, categories, num_categories, folder, where):
     columns = [_text_column("response", responses)]
     if labels is not None:
         columns.append(_text_column("label", labels))
-    names, codes = _categorise(columns, categories, num_categories, folder, where)
+    names, codes = categorise(columns, categories, num_categories, folder, where)
     return names, codes[0], (codes[1] if labels is not None else None)
 
 
@@ -468,7 +451,7 @@ def read_prediction_folder(
     if raters not in (None, "all"):
         raise ValueError(f"{folder}: raters={raters!r} needs model-vs-human raw data (columns subj, imagename); "
                          "per-image tables are all models")
-    _given_categories(categories, num_categories)
+    given_categories(categories, num_categories)
     return read_per_image_predictions(folder, labels=labels, file_column=file_column,
                                       prediction_column=prediction_column, label_column=label_column,
                                       categories=categories, num_categories=num_categories)

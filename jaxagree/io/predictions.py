@@ -18,20 +18,24 @@ unpickled, and a category index is bounded (:data:`MAX_CATEGORIES`) before anyth
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from jaxagree._checks import MAX_CATEGORIES, out_of_range, outside_categories, require_num_categories
+from jaxagree._checks import MAX_CATEGORIES, out_of_range, outside_categories
+from jaxagree.io._categories import (
+    MISSING_MARKERS,
+    Column,
+    categorise,
+    classify_words,
+    given_categories,
+    too_large,
+)
 from jaxagree.io.arrays import labels_array, load_arrays, names_array
 
-MISSING_MARKERS = frozenset({"", "na", "nan", "none"})
 _LONG_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-# Up to 18 digits fit int64; longer digit strings are read as category names.
-_INTEGER = re.compile(r"^[+-]?\d{1,18}$")
 
 
 class PredictionTable(NamedTuple):
@@ -132,22 +136,6 @@ def _load_arrow(path: Path, kind: str):
         raise ValueError(f"{path}: cannot parse as a table: {err}") from None
 
 
-_NAME = np.iinfo(np.int64).min  # in _Column.indices: the value is a category name, not an index
-
-
-class _Column(NamedTuple):
-    """A response or label column as codes into its distinct values.
-
-    Text work (trimming, missing markers, integer parsing, vocabulary look-up) is done once per
-    distinct value, never per row: a table of tens of millions of rows has few distinct values.
-    """
-
-    name: str  # "response" or "label"
-    codes: np.ndarray  # int64 [rows], index into the distinct values
-    indices: np.ndarray  # int64 [distinct]: the integer index; -1 missing; _NAME for a name
-    names: list[str | None]  # [distinct]: the trimmed name where the value is a name
-
-
 def _dictionary(column) -> tuple[np.ndarray, list]:
     """(codes [rows] with -1 for null, distinct values) of an Arrow column, without copying it."""
     import pyarrow as pa
@@ -164,7 +152,7 @@ def _dictionary(column) -> tuple[np.ndarray, list]:
     return codes, encoded.chunk(0).dictionary.to_pylist()
 
 
-def _parse_column(column, path: Path, name: str) -> _Column:
+def _parse_column(column, path: Path, name: str) -> Column:
     import pyarrow as pa
 
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -179,22 +167,12 @@ def _parse_column(column, path: Path, name: str) -> _Column:
         if pa.types.is_integer(kind):  # exact even beyond 2**53
             values = column.cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
         distinct, codes = np.unique(np.where(missing, -1, values).astype(np.int64), return_inverse=True)
-        return _Column(name, codes.reshape(-1), distinct, [None] * len(distinct))
+        return Column(name, codes.reshape(-1), distinct, [None] * len(distinct))
     codes, distinct = _dictionary(column)
-    indices, names = [], []
-    for word in distinct + [None]:  # the trailing entry is what a null code (-1) picks
-        word = None if word is None else word.strip()
-        if word is None or word.lower() in MISSING_MARKERS:
-            indices.append(-1)
-            names.append(None)
-        elif _INTEGER.match(word):  # "-1" is "no response" in text as in integer columns
-            indices.append(int(word))
-            names.append(None)
-        else:
-            indices.append(_NAME)
-            names.append(word)
+    # The trailing None is what a null code (-1) picks.
+    indices, names = classify_words(distinct + [None])
     codes = np.where(codes < 0, len(distinct), codes)
-    return _Column(name, codes, np.array(indices, np.int64), names)
+    return Column(name, codes, np.array(indices, np.int64), names)
 
 
 def _read_long(path: Path, kind: str, categories, num_categories) -> PredictionTable:
@@ -235,104 +213,12 @@ def _table_from_arrow(table, path: Path, categories, num_categories) -> Predicti
     def where(row: int) -> str:
         return f"model {models[model_code[row]]!r}, stimulus {stimuli[stim_code[row]]!r} (row {row})"
 
-    names, codes = _categorise(columns, categories, num_categories, path, where)
+    names, codes = categorise(columns, categories, num_categories, path, where)
     preds = _scatter_wide(model_code, stim_code, codes[0], len(models), len(stimuli), path, where)
     stim_labels = None
     if len(codes) > 1:
         stim_labels = _stimulus_labels(stim_code, codes[1], len(stimuli), stimuli, names, path)
     return PredictionTable(preds, stim_labels, models, stimuli, names)
-
-
-def _too_large(path: Path, what: str) -> ValueError:
-    return ValueError(f"{path}: {what} is too large for a category index (jaxagree accepts up to "
-                      f"{MAX_CATEGORIES - 1:,}); number the categories from 0, or give their names with "
-                      "categories= (--categories FILE)")
-
-
-def _given_categories(categories, num_categories) -> tuple[list[str] | None, int | None]:
-    """The given category names (unique) and count, checked against each other and the bound."""
-    if categories is not None:
-        categories = [str(c) for c in categories]
-        if len(set(categories)) != len(categories):
-            raise ValueError("categories contains duplicate names")
-        if num_categories is not None and num_categories != len(categories):
-            raise ValueError(f"num_categories={num_categories} disagrees with the {len(categories)} given categories")
-        return categories, len(categories)
-    return None, None if num_categories is None else require_num_categories(num_categories)
-
-
-def _first_row(column: _Column, distinct: np.ndarray) -> int:
-    """The first row of ``column`` whose value is one of the ``distinct`` positions."""
-    return int(np.flatnonzero(np.isin(column.codes, distinct))[0])
-
-
-def _categorise(columns: list[_Column], categories, num_categories, path, where) -> tuple[list[str], list]:
-    """Category names and, per column, int32 category indices per row (-1 = missing).
-
-    The rule, for responses and labels alike: an integer is an index; with ``categories`` it
-    indexes that list and a name is looked up in it. Without ``categories`` the values must be all
-    integers (indices ``0 .. max``, or ``num_categories``) or all names (the vocabulary is their
-    sorted union): a mix is an error, since ``0`` and ``cat`` cannot be put in one order.
-    """
-    for column in columns:
-        negative = np.flatnonzero(outside_categories(column.indices, None) & (column.indices != _NAME))
-        if negative.size:
-            row = _first_row(column, negative[:1])
-            raise out_of_range(f"{path}: {column.name} {column.indices[negative[0]]} at {where(row)}", None)
-    categories, num_categories = _given_categories(categories, num_categories)
-    with_names = [c for c in columns if any(n is not None for n in c.names)]
-    with_integers = [c for c in columns if (c.indices >= 0).any()]
-    if categories is not None:
-        vocabulary = categories
-    elif with_names and with_integers:
-        named, numbered = with_names[0], with_integers[0]
-        name_row = _first_row(named, np.flatnonzero(named.indices == _NAME)[:1])
-        number_row = _first_row(numbered, np.flatnonzero(numbered.indices >= 0)[:1])
-        raise ValueError(
-            f"{path}: category names and integer indices are mixed: {named.name} "
-            f"{named.names[named.codes[name_row]]!r} at {where(name_row)} is a name, {numbered.name} "
-            f"{numbered.indices[numbered.codes[number_row]]} at {where(number_row)} an index. Give the category "
-            "names in index order with categories= (--categories FILE), so that integers index them, or write "
-            "every response and label the same way"
-        )
-    elif with_names:
-        if num_categories is not None:
-            raise ValueError(
-                f"{path}: num_categories is for integer responses; responses here are category names, "
-                "so give the full list of names with categories= (--categories FILE)"
-            )
-        vocabulary = sorted({n for c in columns for n in c.names if n is not None})
-        num_categories = len(vocabulary)
-    else:
-        if not with_integers and num_categories is None:
-            raise ValueError(f"{path}: no model gave any response")
-        if num_categories is None:
-            column = max(columns, key=lambda c: c.indices.max())
-            largest = int(column.indices.max())
-            if largest >= MAX_CATEGORIES:
-                row = _first_row(column, np.flatnonzero(column.indices == largest))
-                raise _too_large(path, f"{column.name} {largest:,} at {where(row)}")
-            num_categories = largest + 1
-        vocabulary = None  # integers name themselves
-    index = {} if vocabulary is None else {name: i for i, name in enumerate(vocabulary)}
-    codes = []
-    for column in columns:
-        # Per distinct value: its category, -1 if missing, -2 for an unknown name or an index out of range.
-        outside = outside_categories(column.indices, num_categories) & (column.indices != _NAME)
-        lookup = np.where(outside | (column.indices == _NAME), -2, column.indices)
-        if index:
-            lookup = np.where(column.indices == _NAME, [index.get(n, -2) for n in column.names], lookup)
-        unknown = np.flatnonzero(lookup == -2)
-        if unknown.size:
-            row = _first_row(column, unknown)
-            value = column.codes[row]
-            if column.indices[value] == _NAME:
-                raise ValueError(f"{path}: {column.name} {column.names[value]!r} at {where(row)} is not one of the "
-                                 f"{num_categories} given categories")
-            raise out_of_range(f"{path}: {column.name} {column.indices[value]} at {where(row)}", num_categories)
-        codes.append(lookup.astype(np.int32)[column.codes])
-    names = vocabulary if vocabulary is not None else [str(i) for i in range(num_categories)]
-    return names, codes
 
 
 def _scatter_wide(model_code, stim_code, codes, num_models, num_stimuli, path, where) -> np.ndarray:
@@ -395,7 +281,7 @@ def _read_wide(path: Path, categories, num_categories) -> PredictionTable:
     labels = labels_array(arrays, num_stimuli, path)
     if categories is None and "categories" in arrays:
         categories = [str(c) for c in np.asarray(arrays["categories"]).reshape(-1).tolist()]
-    categories, num_categories = _given_categories(categories, num_categories)
+    categories, num_categories = given_categories(categories, num_categories)
     # The bound applies before the range check: values far past it must not size anything.
     limit = num_categories if num_categories is not None else MAX_CATEGORIES
     for name, values in (("predictions", preds), ("labels", labels)):
@@ -409,7 +295,7 @@ def _read_wide(path: Path, categories, num_categories) -> PredictionTable:
                 else f"stimulus {stimuli[at[0]]!r}"
             )
             if num_categories is None and values[tuple(at)] >= limit:
-                raise _too_large(path, f"{name} value {values[tuple(at)]:,} at {place}")
+                raise too_large(path, f"{name} value {values[tuple(at)]:,} at {place}")
             raise out_of_range(f"{path}: {name} value {values[tuple(at)]} at {place}", limit)
     if num_categories is None:
         num_categories = int(max(preds.max(), labels.max() if labels is not None else -1)) + 1
