@@ -159,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis_options(agreement)
     agreement.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's draws (default 0)")
     agreement.add_argument(
+        "--distributed", action="store_true",
+        help="split the stimuli over several processes (jax.distributed: JAX_COORDINATOR_ADDRESS, "
+        "JAX_NUM_PROCESSES and JAX_PROCESS_ID on each, or a cluster JAX detects): each process reads a block "
+        "of the stimuli (only that block's columns of an .npy or uncompressed .npz; other inputs are read "
+        "whole and cut), the agreement statistics are combined, and process 0 writes the same files as one "
+        "process. Not with --bins, --bin-edges, --bootstrap, --export-counts, nor with labels, conditions or "
+        "folders of CSV files (an error says so)")
+    agreement.add_argument(
         "--export-counts", choices=("csv", "npy", "npz"), metavar="csv|npy|npz",
         help="also write counts.FORMAT: the [stimuli, categories] count table in the layout statsmodels' "
              "fleiss_kappa takes (one column per category, every category kept). statsmodels assumes as many "
@@ -196,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     cka.add_argument(
         "--matmul-precision", choices=("float32", "tensorfloat32", "bfloat16"), default="float32",
         help="products in float32 (default), TF32 (GPUs) or bfloat16 operands; always float32 accumulation",
+    )
+    cka.add_argument(
+        "--distributed", action="store_true",
+        help="split the stimuli over several processes (jax.distributed: JAX_COORDINATOR_ADDRESS, "
+        "JAX_NUM_PROCESSES and JAX_PROCESS_ID on each, or a cluster JAX detects): each process streams a "
+        "contiguous block of every model's features (only those rows of a folder of .npy files or an "
+        "uncompressed .npz; a compressed .npz is decompressed up to the block's end) into the exact "
+        "feature-space sums (4 D^2 bytes, D = summed dims, bounded by --max-bytes), the sums are added "
+        "across processes and process 0 writes the same files as one process. float32 products only "
+        "(--matmul-precision float32)",
     )
 
     identify = commands.add_parser(
@@ -357,6 +375,96 @@ def _print_written(output, names: Sequence[str]) -> None:
     print("wrote " + ", ".join(str(output.out / name) for name in names), file=sys.stderr)
 
 
+def _start_distributed() -> None:
+    """``jax.distributed`` from the environment, its failures as one-line errors."""
+    from jaxagree.distributed import check_environment
+    from jaxagree.sharding import start_distributed
+
+    check_environment()
+    try:
+        start_distributed()
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"--distributed: could not join the other processes: {str(error).splitlines()[0]}") \
+            from None
+
+
+def _run_cka_distributed(args) -> int:
+    import numpy as np
+
+    from jaxagree.distributed import FeatureSource, cka_analysis, cka_distributed
+    from jaxagree.io import OutputFolder, read_indices, read_model_metadata
+    from jaxagree.io.results import check_output_folder
+    from jaxagree.report import write_cka_report
+
+    if args.matmul_precision != "float32":
+        raise ValueError(f"--distributed computes in float32; --matmul-precision {args.matmul_precision} applies "
+                         "to one process only")
+    _start_distributed()
+    import jax
+
+    source = families = metadata = stimuli = error = None
+    try:  # every process checks everything: an error on one stops all, before any work
+        check_output_folder(args.out, "cka")
+        source = FeatureSource(args.features)
+        families = None if args.families is None else _read_groups(args.families, source.models)
+        metadata = None if args.metadata is None else read_model_metadata(args.metadata, source.models)
+        stimuli = np.arange(source.num_stimuli, dtype=np.int64) if args.stimuli is None else \
+            read_indices(args.stimuli, source.num_stimuli)
+    except (ValueError, OSError) as failure:
+        error = failure
+    matrix = cka_distributed(source, stimuli, debiased=args.debiased, error=error,
+                             max_bytes=None if args.max_bytes is None else int(args.max_bytes))
+    if jax.process_index() != 0:
+        return 0  # process 0 writes the outputs
+    analysis = cka_analysis(matrix, source.models, families, stimuli, args.debiased)
+    output = OutputFolder(args.out, "cka")
+    with output as staging:
+        written = write_cka_report(analysis, staging, long_format=args.long_format, metadata=metadata)
+    print(f"{len(analysis.models)} models x {len(analysis.stimuli)} stimuli over {jax.process_count()} processes: "
+          f"{analysis.title}, mean off-diagonal {analysis.mean_off_diagonal:.4f}")
+    _print_written(output, [Path(p).name for p in written.values()])
+    return 0
+
+
+def _run_agreement_distributed(args) -> int:
+    from jaxagree.distributed import agreement_distributed, read_prediction_block
+    from jaxagree.io import OutputFolder, json_text, read_categories
+    from jaxagree.io.results import check_output_folder
+    from jaxagree.report import agreement_summary, write_agreement_report
+
+    refused = [option for option, value in (("--bins", args.bins), ("--bin-edges", args.bin_edges),
+                                            ("--bootstrap", args.bootstrap), ("--export-counts", args.export_counts))
+               if value is not None]
+    if refused:
+        raise ValueError(f"--distributed does not support {', '.join(refused)} (they need every stimulus's "
+                         "predictions in one place); run without --distributed")
+    _start_distributed()
+    import jax
+
+    part = error = None
+    try:  # every process checks everything: an error on one stops all, before any work
+        check_output_folder(args.out, "agreement")
+        if args.predictions.is_dir():
+            raise ValueError(f"{args.predictions}: --distributed does not support folders of CSV files (their "
+                             "raters and labels need every file); run without --distributed")
+        categories = read_categories(args.categories) if args.categories is not None else None
+        part = read_prediction_block(args.predictions, jax.process_index(), jax.process_count(),
+                                     categories=categories, num_categories=args.num_categories,
+                                     read_whole=lambda: _read_agreement_input(args, categories))
+    except (ValueError, OSError) as failure:
+        error = failure
+    analysis, table = agreement_distributed(None if part is None else part.table, None if part is None else part.block,
+                                            k=args.k, error=error)
+    if jax.process_index() != 0:
+        return 0  # process 0 writes the outputs
+    output = OutputFolder(args.out, "agreement")
+    with output as staging:
+        written = list(write_agreement_report(analysis, table, staging).values())
+    print(json_text(agreement_summary(analysis, table)))
+    _print_written(output, [Path(p).name for p in written])
+    return 0
+
+
 def _run_cka(args) -> int:
     from jaxagree.analysis import analyse_cka
     from jaxagree.io import OutputFolder, read_features, read_indices, read_model_metadata
@@ -503,6 +611,10 @@ def _read_agreement_input(args, categories):
 
 
 def _run(args) -> int:
+    if args.command == "agreement" and args.distributed:
+        return _run_agreement_distributed(args)
+    if args.command == "cka" and args.distributed:
+        return _run_cka_distributed(args)
     if args.command == "agreement":
         from jaxagree.io import OutputFolder, read_categories
 
