@@ -58,11 +58,13 @@ def device_features(key, num_models: int, num_stimuli: int, dim: int) -> jax.Arr
 
 
 def matmul_rates(size: int) -> dict[str, float]:
-    """FLOP/s of a square product at each precision, as cka_matrix runs them."""
+    """FLOP/s of a square product at each precision, as cka_matrix runs them (bfloat16 operands
+    cast beforehand, so that the rate is the product's alone)."""
     a = jax.random.normal(jax.random.key(1), (size, size))
     rates = {}
     for precision in PRECISIONS:
         fn = jax.jit(lambda x, p=precision: ja.cka.plan.matmul(x, x, p))
+        a = a.astype(jnp.bfloat16) if precision == "bfloat16" else a
         fn(a).block_until_ready()
         best = float("inf")
         for _ in range(5):
