@@ -68,13 +68,14 @@ SECTIONS = ("device", "agreement", "cka", "extract")
 BUDGET_S = {"device": 30, "agreement": 90, "cka": 120, "extract": 210}
 TOTAL_S = 480
 
-# Tolerances of the float64 checks. Reduced precisions get bounds that only a broken kernel
-# exceeds: their errors are what the tables report.
+# Tolerances of the float64 checks. Reduced precisions get bounds well above what they gave on
+# the CPU at full size (CKA at 2,000 x 768: bfloat16 5e-6; logits: bfloat16 ViT-B/16 4e-3,
+# ResNet-50 9e-3), so that only a broken kernel exceeds them: their errors are what the tables report.
 MATMUL_TOLERANCE = 1e-5  # float32 product, relative to the largest entry
 KAPPA_TOLERANCE = 1e-5
 AGREEMENT_TOLERANCE = 1e-6
-CKA_TOLERANCE = {"float32": 1e-4, "tensorfloat32": 1e-2, "bfloat16": 1e-1}
-LOGITS_TOLERANCE = {"float32": 1e-3, "tensorfloat32": 5e-2, "bfloat16": 2e-1}  # relative to max |logit|
+CKA_TOLERANCE = {"float32": 1e-4, "tensorfloat32": 1e-3, "bfloat16": 1e-2}
+LOGITS_TOLERANCE = {"float32": 1e-3, "tensorfloat32": 2e-2, "bfloat16": 5e-2}  # relative to max |logit|
 # Published forward FLOPs per image at 224 x 224 (2 x multiply-adds): ViT-B/16 17.6 GMACs
 # (Dosovitskiy et al. 2021, table 6 as counted by fvcore), ResNet-50 4.1 GMACs (He et al. 2016).
 PUBLISHED_GFLOPS = {"ViT-B/16": 35.1, "ResNet-50": 8.2}
@@ -92,12 +93,13 @@ class Sizes(NamedTuple):
     batch: int
     extract_seconds: float  # time each extraction case runs for, about
     extract_precisions: tuple[str, ...]
+    tiny_models: bool  # tiny ViT and ResNet configs at 32 x 32 instead of ViT-B/16 and ResNet-50
 
 
 FULL = Sizes((1355, 50_000, 1000), (100, 250, 500, 1000), (2000, 768), 8, 3, 8192, 1 << 30, 224, 256, 3.0,
-             PRECISIONS)
+             PRECISIONS, False)
 # On a CPU tensorfloat32 is float32: the dry run compiles the two code paths (precision context, dtype).
-QUICK = Sizes((30, 1_000, 50), (4, 6), (64, 16), 4, 1, 256, 1 << 22, 32, 4, 0.0, ("float32", "bfloat16"))
+QUICK = Sizes((30, 1_000, 50), (4, 6), (64, 16), 4, 1, 256, 1 << 22, 32, 4, 0.0, ("float32", "bfloat16"), True)
 
 
 def check(section: dict, name: str, value: float, limit: float) -> bool:
@@ -179,7 +181,7 @@ def device_section(ctx: Context, section: dict) -> None:
     ] + [{"what": "device memory limit", "value": stats.get("bytes_limit", float("nan")) / 1e9, "unit": "GB"}]
 
 
-DEVICE_COLUMNS = [("what", "limit", "s"), ("value", "measured", ".2f"), ("unit", "unit", "s")]
+DEVICE_COLUMNS = [("what", "limit", "s"), ("value", "measured", ".4g"), ("unit", "unit", "s")]
 
 
 # 2. Agreement -----------------------------------------------------------------------------------
@@ -311,7 +313,7 @@ def cka_section(ctx: Context, section: dict) -> None:
             compile_total += max(first - best, 0.0)
             got = np.asarray(run(), np.float64)[np.ix_(sample, sample)]
             error = float(np.abs(got - expected).max())
-            check(section, f"{num_models} models, {precision}: max |CKA error| vs float64 on {len(sample)} models",
+            check(section, f"{num_models} models, {precision}: max abs CKA error vs float64 on {len(sample)} models",
                   error, CKA_TOLERANCE[precision])
             row = {
                 "case": f"{num_models:,} x {num_stimuli:,} x {dim}", "precision": precision, "path": path.name,
@@ -333,7 +335,7 @@ def cka_section(ctx: Context, section: dict) -> None:
 
 CKA_COLUMNS = [
     ("case", "models x stimuli x dims", "s"), ("precision", "matmul precision", "s"), ("path", "path", "s"),
-    ("seconds", "time (s)", ".4f"), ("tflops", "TFLOP/s of the path", ".1f"),
+    ("seconds", "time (s)", ".4f"), ("tflops", "TFLOP/s of the path", ".3g"),
     ("share", "share of the matmul rate", ".0%"), ("error", "max error vs float64", ".1e"),
     ("features_gb", "features (GB)", ".2f"), ("peak_gb", "device peak memory (GB)", ".2f"),
     ("compile_s", "compile (s)", ".2f"),
@@ -343,18 +345,18 @@ CKA_COLUMNS = [
 # 4. Extraction ----------------------------------------------------------------------------------
 
 
-def model_class_and_config(name: str, quick: bool):
+def model_class_and_config(name: str, tiny: bool):
     """The Hugging Face Flax class and config (random weights; the default configs are the
-    ViT-B/16 and ResNet-50 of the checkpoints users load; ``quick``: tiny ones at 32 x 32)."""
+    ViT-B/16 and ResNet-50 of the checkpoints users load; ``tiny``: small ones at 32 x 32)."""
     import transformers as tf
 
     if name == "ViT-B/16":
-        config = tf.ViTConfig(num_labels=1000) if not quick else tf.ViTConfig(
+        config = tf.ViTConfig(num_labels=1000) if not tiny else tf.ViTConfig(
             image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
             intermediate_size=64, num_labels=10)
         return tf.FlaxViTForImageClassification, config
     if name == "ResNet-50":
-        config = tf.ResNetConfig(num_labels=1000) if not quick else tf.ResNetConfig(
+        config = tf.ResNetConfig(num_labels=1000) if not tiny else tf.ResNetConfig(
             embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=10)
         return tf.FlaxResNetForImageClassification, config
     raise ValueError(f"unknown model {name!r}")
@@ -395,7 +397,7 @@ def extract_section(ctx: Context, section: dict) -> None:
         case_start = time.perf_counter()
         # Leave the later models a fair share of what is left.
         model_end = time.perf_counter() + ctx.left() / (len(names) - index)
-        cls, config = model_class_and_config(name, ctx.quick)
+        cls, config = model_class_and_config(name, sizes.tiny_models)
         model = cls(config, _do_init=False)
         params = jax.jit(model.init_weights, static_argnums=1)(jax.random.key(index), (1, size, size, 3))
         images = jax.random.normal(jax.random.key(100 + index), (batch, 3, size, size))  # NCHW, normalised
@@ -453,7 +455,7 @@ def extract_section(ctx: Context, section: dict) -> None:
 
 EXTRACT_COLUMNS = [
     ("model", "model (random weights)", "s"), ("precision", "precision", "s"), ("batch", "batch", "d"),
-    ("images", "images timed", "d"), ("ips", "images/s", ".1f"), ("gflops_per_image", "GFLOP per image (XLA)", ".2f"),
+    ("images", "images timed", "d"), ("ips", "images/s", ".4g"), ("gflops_per_image", "GFLOP per image (XLA)", ".2f"),
     ("published_gflops", "published GFLOP (224 px)", ".1f"), ("mfu", "model FLOP utilisation", ".1%"),
     ("error", "logits error vs float64", ".1e"), ("compile_s", "compile (s)", ".1f"),
 ]
