@@ -2,6 +2,9 @@
 that a wrong answer or a failing section is reported rather than passed over."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -75,3 +78,13 @@ def test_the_float64_agreement_reference_matches_a_direct_count():
 def test_unknown_sections_are_refused():
     with pytest.raises(SystemExit):
         device_all.main(["--quick", "--sections", "agreement,nope"])
+
+
+def test_the_command_line_entry_point_exits_with_the_checks_status(tmp_path):
+    """The README's device command (`python -m benchmarks.device_all`), on one short section."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "benchmarks.device_all", "--quick", "--sections", "device",
+                           "--out", str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "device: ok" in done.stdout and "all sections passed their checks" in done.stdout
+    assert len(list(tmp_path.glob("all-cpu-*-quick.json"))) == 1
