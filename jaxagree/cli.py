@@ -412,8 +412,12 @@ def _run_cka_distributed(args) -> int:
             read_indices(args.stimuli, source.num_stimuli)
     except (ValueError, OSError) as failure:
         error = failure
-    matrix = cka_distributed(source, stimuli, debiased=args.debiased, error=error,
+    seconds: dict = {}
+    matrix = cka_distributed(source, stimuli, debiased=args.debiased, error=error, seconds=seconds,
                              max_bytes=None if args.max_bytes is None else int(args.max_bytes))
+    print(f"process {jax.process_index()} of {jax.process_count()}: {seconds['stimuli']:,} stimuli in steps of "
+          f"{seconds['step']:,}, read {seconds['read']:.2f} s, stream {seconds['stream']:.2f} s, combine "
+          f"{seconds['combine']:.2f} s, compute {seconds['compute']:.2f} s", file=sys.stderr)
     if jax.process_index() != 0:
         return 0  # process 0 writes the outputs
     analysis = cka_analysis(matrix, source.models, families, stimuli, args.debiased)

@@ -373,10 +373,13 @@ def state_bytes(dims: Sequence[int], debiased: bool) -> int:
 
 
 def cka_distributed(source: FeatureSource, stimuli: np.ndarray, *, debiased: bool, max_bytes: int | None,
-                    error: BaseException | None = None) -> np.ndarray:
+                    error: BaseException | None = None, seconds: dict | None = None) -> np.ndarray:
     """``[models, models]`` CKA of ``stimuli`` (sorted or not; any order gives the same CKA) of
     ``source``, each process streaming its contiguous block of them; the same on every process.
-    ``error``: this process's failure so far (raised after every process has said how it went)."""
+    ``error``: this process's failure so far (raised after every process has said how it went).
+    ``seconds``: filled with this process's time per step (read, stream, combine, compute)."""
+    import time
+
     import jax
 
     import jaxagree as ja
@@ -401,15 +404,27 @@ def cka_distributed(source: FeatureSource, stimuli: np.ndarray, *, debiased: boo
         state = stream.init()
         # Rows per step: the features of one step within an eighth of the budget, at most 4,096.
         step = int(max(1, min(4096, budget // 8 // max(1, 4 * sum(source.dims)))))
+        times = {"read": 0.0, "stream": 0.0}
         for start in range(0, len(mine), step):
-            state = stream.update(state, source.rows(mine[start : start + step]))
+            began = time.perf_counter()
+            rows = source.rows(mine[start : start + step])
+            read = time.perf_counter()
+            state = jax.block_until_ready(stream.update(state, rows))
+            times["read"] += read - began
+            times["stream"] += time.perf_counter() - read
         state = jax.tree.map(np.asarray, state)
     except Exception as failure:  # noqa: BLE001 - every process must hear of any failure
         process_status(failure)
         raise
     process_status(None)
+    began = time.perf_counter()
     total = ja.CKAState(*process_sum(tuple(state)))
-    return np.asarray(stream.compute(total))
+    combined = time.perf_counter()
+    matrix = np.asarray(stream.compute(total))
+    if seconds is not None:
+        seconds.update(times, combine=combined - began, compute=time.perf_counter() - combined,
+                       stimuli=len(mine), step=step)
+    return matrix
 
 
 # ---------------------------------------------------------------------------------------------
