@@ -8,16 +8,21 @@ Eq. 1 notation). Two outputs are offered:
   squared counts per stimulus, totals per category). It never materialises the dense table, so it
   is several times faster and needs ``O(stimuli + categories)`` memory per subset.
 
-Both process stimuli in blocks small enough for the block's count table to stay in cache; the
-block's table is built with one scatter-add of all its ratings. For many subsets a second stats
-kernel works per rating rather than per table cell (see :func:`_sparse_stats`); the two give
-identical results and the cheaper is chosen from the shapes. Predictions ``-1`` mean "no
-response" and are not counted.
+Both process stimuli in blocks small enough for the block's work to stay in cache. The stats
+have three kernels that give identical results: a dense block table filled by one scatter-add of
+the block's ratings (:func:`_block_stats`), a per-rating scatter/gather that never sweeps the table
+(:func:`_sparse_stats`), and a compare-and-sum over the categories that vectorises and has no
+scatter (:func:`_onehot_stats`, one subset and few categories). :func:`stats_plan` picks one, and
+its block size, by a cost model that takes the number of distinct answers per stimulus (estimated
+from a sample of stimuli) into account, and splits the stimuli over the CPU's cores. Predictions
+``-1`` mean "no response" and are not counted.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import NamedTuple, no_type_check
 
@@ -126,10 +131,12 @@ def _raters_from_mask(model_mask: AnyArray | None, num_models: int) -> _Raters:
     return _Raters(model.astype(np.int32), subset.astype(np.int32), mask.shape[0], False, int(sizes.max()))
 
 
-def _block_size(num_stimuli: int, cells_per_stimulus: int) -> int:
-    """Stimuli per block: the most whose table fits ``_BLOCK_CELLS``, preferring a divisor of
-    ``num_stimuli`` (down to half that size) so that no padded copy of the predictions is made."""
-    largest = max(1, min(num_stimuli, _BLOCK_CELLS // max(cells_per_stimulus, 1)))
+def _block_size(num_stimuli: int, cells_per_stimulus: int, cells: int | None = None) -> int:
+    """Stimuli per block: the most whose table fits ``cells`` (default ``_BLOCK_CELLS``),
+    preferring a divisor of ``num_stimuli`` (down to half that size) so that no block overlaps
+    the one before it (see :func:`_blocks`)."""
+    cells = _BLOCK_CELLS if cells is None else cells
+    largest = max(1, min(num_stimuli, cells // max(cells_per_stimulus, 1)))
     for size in range(largest, (largest + 1) // 2 - 1, -1):
         if num_stimuli % size == 0:
             return size
@@ -144,6 +151,7 @@ class _Blocks(NamedTuple):
     #                                 answered [raters, B], predictions outside [-1, C) in the block)
     table_dtype: object  # narrowest exact dtype for a block's counts
     table_size: int  # B * subsets * categories
+    ratings: object  # fn(block) -> (the block's ratings [raters, B], columns not in an earlier block [B])
 
 
 def _blocks(
@@ -154,33 +162,53 @@ def _blocks(
     num_categories: int,
     num_subsets: int,
     block_size: int,
+    start=0,
+    count: int | None = None,
 ) -> _Blocks:
-    """Pad the stimuli to whole blocks (only if needed) and index each block's ratings."""
-    num_stimuli = preds.shape[1]
-    num_raters = rater_subset.shape[0]
+    """Blocks of ``block_size`` stimuli over ``preds[:, start:start + count]`` (all by default),
+    read in place: no padded copy. When ``block_size`` does not divide ``count`` the last block
+    ends at the piece's end and overlaps the one before it; the overlapping stimuli are counted
+    once (masked as "no response" in the last block), and :func:`_unblock` keeps its tail."""
+    count = preds.shape[1] if count is None else count
+    num_blocks = -(-count // block_size)
     cells = num_subsets * num_categories
-    pad = (-num_stimuli) % block_size
-    if pad:
-        preds = jnp.pad(preds, ((0, 0), (0, pad)), constant_values=-1)
     cell_offset = rater_subset[:, None] * num_categories
     row_offset = jnp.arange(block_size, dtype=jnp.int32)[None, :] * cells
     table_size = block_size * cells  # any index at or past the end is dropped by a scatter
 
+    def ratings(i):
+        first = i * block_size
+        offset = jnp.minimum(first, count - block_size)
+        block = jax.lax.dynamic_slice_in_dim(preds, start + offset, block_size, axis=1)
+        fresh = offset + jnp.arange(block_size, dtype=jnp.int32) >= first  # not in an earlier block
+        return block, fresh
+
     def indices(i):
-        block = jax.lax.dynamic_slice_in_dim(preds, i * block_size, block_size, axis=1)
+        block, fresh = ratings(i)
         # Range checking here, in the same pass, spares the caller a pass over the predictions.
-        invalid = outside_categories(block, num_categories).sum(dtype=jnp.int32)
+        invalid = (outside_categories(block, num_categories) & fresh[None, :]).sum(dtype=jnp.int32)
         if rater_model is not None:
             block = block[rater_model]
-        answered = (block >= 0) & (block < num_categories)
+        answered = (block >= 0) & (block < num_categories) & fresh[None, :]
         return jnp.where(answered, row_offset + cell_offset + block, table_size), answered, invalid
 
     # Counts per cell never exceed the number of raters, so int16 tables are exact below 2**15
     # raters and halve the memory traffic of the dense passes on a CPU. GPUs have no 16-bit
     # atomic add, so they keep int32.
-    narrow = num_raters < 2**15 and jax.default_backend() == "cpu"
+    narrow = rater_subset.shape[0] < 2**15 and jax.default_backend() == "cpu"
     table_dtype = jnp.int16 if narrow else jnp.int32
-    return _Blocks((num_stimuli + pad) // block_size, indices, table_dtype, table_size)
+    return _Blocks(num_blocks, indices, table_dtype, table_size, ratings)
+
+
+def _unblock(x, count: int):
+    """Per-block outputs ``[blocks, B, ...]`` -> ``[count, ...]``: the last block's overlap with
+    the one before it (see :func:`_blocks`) is dropped."""
+    num_blocks, block_size = x.shape[:2]
+    rest = x.shape[2:]
+    tail = count - (num_blocks - 1) * block_size
+    if tail == block_size:
+        return x.reshape(num_blocks * block_size, *rest)
+    return jnp.concatenate([x[:-1].reshape(-1, *rest), x[-1, block_size - tail:]], axis=0)
 
 
 def _block_table(blocks: _Blocks, i, num_subsets: int, num_categories: int):
@@ -190,7 +218,7 @@ def _block_table(blocks: _Blocks, i, num_subsets: int, num_categories: int):
     return counts.reshape(-1, num_subsets, num_categories), invalid
 
 
-_STATIC = ("num_categories", "num_subsets", "block_size", "device_axes")
+_STATIC = ("num_categories", "num_subsets", "block_size", "device_axes", "count")
 
 
 @partial(jax.jit, static_argnames=_STATIC)
@@ -203,11 +231,14 @@ def _dense_counts(
     num_subsets: int,
     block_size: int,
     device_axes: tuple[str, ...] | None,
+    start=0,
+    count: int | None = None,
 ) -> tuple[Int[Array, "{num_subsets} stimuli {num_categories}"], Int[Array, ""]]:
-    num_stimuli = preds.shape[1]
+    count = preds.shape[1] if count is None else count
     blocks = _blocks(
         preds, rater_model, rater_subset,
         num_categories=num_categories, num_subsets=num_subsets, block_size=block_size,
+        start=start, count=count,
     )
 
     def step(invalid, i):
@@ -217,7 +248,7 @@ def _dense_counts(
     invalid, tables = jax.lax.scan(
         step, device_local(jnp.zeros((), jnp.int32), device_axes), jnp.arange(blocks.num_blocks)
     )
-    counts = tables.reshape(-1, num_subsets, num_categories)[:num_stimuli]
+    counts = _unblock(tables, count)  # [stimuli, subsets, categories]
     return jnp.swapaxes(counts, 0, 1), invalid  # [subsets, stimuli, categories]
 
 
@@ -231,14 +262,17 @@ def _block_stats(
     num_subsets: int,
     block_size: int,
     device_axes: tuple[str, ...] | None,
+    start=0,
+    count: int | None = None,
     wide: bool = False,
 ) -> tuple[AgreementStats, Int[Array, ""]]:
     """Per block: its count table, then raters, sums of squares (float32 if ``wide``) and
-    category totals from it."""
-    num_stimuli = preds.shape[1]
+    category totals from it. Stimuli ``start`` to ``start + count`` (all by default)."""
+    count = preds.shape[1] if count is None else count
     blocks = _blocks(
         preds, rater_model, rater_subset,
         num_categories=num_categories, num_subsets=num_subsets, block_size=block_size,
+        start=start, count=count,
     )
 
     def step(carry, i):
@@ -250,9 +284,7 @@ def _block_stats(
     carry = (jnp.zeros((num_subsets, num_categories), jnp.int32), jnp.zeros((), jnp.int32))
     carry = device_local(carry, device_axes)
     (totals, invalid), (n, sq) = jax.lax.scan(step, carry, jnp.arange(blocks.num_blocks))
-    n = n.reshape(-1, num_subsets)[:num_stimuli].T
-    sq = sq.reshape(-1, num_subsets)[:num_stimuli].T
-    return AgreementStats(n, sq, totals), invalid
+    return AgreementStats(_unblock(n, count).T, _unblock(sq, count).T, totals), invalid
 
 
 # A module-level object, so that the cache of compiled executables recognises it.
@@ -269,6 +301,8 @@ def _sparse_stats(
     num_subsets: int,
     block_size: int,
     device_axes: tuple[str, ...] | None,
+    start=0,
+    count: int | None = None,
 ) -> tuple[AgreementStats, Int[Array, ""]]:
     """:func:`_block_stats` without dense passes over each block's ``[B, S, C]`` table.
 
@@ -279,10 +313,11 @@ def _sparse_stats(
     Needs fewer than 4096 raters (per-subset sums are exact float32 matmuls), so it is always
     narrow.
     """
-    num_stimuli = preds.shape[1]
+    count = preds.shape[1] if count is None else count
     blocks = _blocks(
         preds, rater_model, rater_subset,
         num_categories=num_categories, num_subsets=num_subsets, block_size=block_size,
+        start=start, count=count,
     )
     member = (rater_subset[None, :] == jnp.arange(num_subsets)[:, None]).astype(jnp.float32)
 
@@ -302,12 +337,69 @@ def _sparse_stats(
     carry = (jnp.zeros((blocks.table_size,), blocks.table_dtype), jnp.zeros((), jnp.int32))
     carry = device_local(carry, device_axes)
     (_, invalid), (n, sq) = jax.lax.scan(step, carry, jnp.arange(blocks.num_blocks))
-    totals = _model_totals(preds, num_categories)
+    piece = preds if count == preds.shape[1] else jax.lax.dynamic_slice_in_dim(preds, start, count, axis=1)
+    totals = _model_totals(piece, num_categories)
     totals = totals if rater_model is None else totals[rater_model]
     totals = jnp.zeros((num_subsets, num_categories), jnp.int32).at[rater_subset].add(totals)
-    n = jnp.swapaxes(n, 0, 1).reshape(num_subsets, -1)[:, :num_stimuli]
-    sq = jnp.swapaxes(sq, 0, 1).reshape(num_subsets, -1)[:, :num_stimuli]
+    n, sq = (_unblock(jnp.swapaxes(x, 1, 2), count).T for x in (n, sq))  # [blocks, S, B] -> [S, count]
     return AgreementStats(n, sq, totals), invalid
+
+
+# Raters compared at once in the one-hot kernel's inner loop.
+_ONEHOT_GROUP = 8
+
+
+@partial(jax.jit, static_argnames=_STATIC)
+def _onehot_stats(
+    preds: Int[Array, "models stimuli"],
+    rater_model: Int[Array, " raters"] | None,
+    rater_subset: Int[Array, " raters"],
+    *,
+    num_categories: int,
+    num_subsets: int,
+    block_size: int,
+    device_axes: tuple[str, ...] | None,
+    start=0,
+    count: int | None = None,
+) -> tuple[AgreementStats, Int[Array, ""]]:
+    """:func:`_block_stats` for one subset without a scatter: a block's counts ``[C, B]`` are
+    sums over its raters of ``rating == category``, elementwise work that vectorises (int16
+    counts: fewer than 2**15 raters). Costs ``raters x categories`` per stimulus, so it pays
+    for few categories only."""
+    assert num_subsets == 1  # every rater is in the one subset
+    count = preds.shape[1] if count is None else count
+    blocks = _blocks(
+        preds, rater_model, rater_subset,
+        num_categories=num_categories, num_subsets=1, block_size=block_size, start=start, count=count,
+    )
+    categories = jnp.arange(num_categories, dtype=jnp.int32)
+
+    def step(carry, i):
+        totals, invalid = carry
+        block, fresh = blocks.ratings(i)
+        bad = (outside_categories(block, num_categories) & fresh[None, :]).sum(dtype=jnp.int32)
+        if rater_model is not None:
+            block = block[rater_model]
+        block = jnp.where(fresh[None, :], block, -1)  # counted in an earlier block
+        num_raters = block.shape[0]
+        pad = (-num_raters) % _ONEHOT_GROUP
+        if pad:
+            block = jnp.pad(block, ((0, pad), (0, 0)), constant_values=-1)
+        groups = block.reshape(-1, _ONEHOT_GROUP, block_size)
+
+        def add(g, counts):
+            group = jax.lax.dynamic_index_in_dim(groups, g, 0, keepdims=False)  # [G, B]
+            return counts + (group[:, None, :] == categories[None, :, None]).sum(0, dtype=jnp.int16)
+
+        zeros = device_local(jnp.zeros((num_categories, block_size), jnp.int16), device_axes)
+        counts = jax.lax.fori_loop(0, groups.shape[0], add, zeros)
+        counts = counts.astype(jnp.int32)  # [C, B]
+        return (totals + counts.sum(1), invalid + bad), (counts.sum(0), (counts * counts).sum(0))
+
+    carry = (jnp.zeros((num_categories,), jnp.int32), jnp.zeros((), jnp.int32))
+    carry = device_local(carry, device_axes)
+    (totals, invalid), (n, sq) = jax.lax.scan(step, carry, jnp.arange(blocks.num_blocks))
+    return AgreementStats(_unblock(n, count)[None], _unblock(sq, count)[None], totals[None]), invalid
 
 
 def _model_totals(
@@ -322,35 +414,155 @@ def _model_totals(
     return totals.reshape(num_models, num_categories)
 
 
-# Choosing between the stats kernels, from timings on a 2-core CPU: a dense-kernel table cell
-# costs about 0.4 ns and a rating about 1 ns; a sparse-kernel rating about 5 ns.
-_SPARSE_CELLS_PER_RATER = 10
+# The cost model that picks a stats kernel and its block size: nanoseconds on one core of a
+# 2-core AVX-512 CPU (the benchmark's machine), from timings of each kernel forced on the
+# benchmark's cases (benchmarks/bench_agreement.py shows the choice and the times).
+_SCATTER_NS = 1.5  # dense kernel, per rating: one scatter-add into a cache-resident table
+_CELL_NS = 0.15  # dense kernel, per table cell: zeroing and the vectorised sweep
+_SPARSE_NS = 4.5  # sparse kernel, per rating: scatter-add, gather, scatter-clear
+_ONEHOT_NS = 0.06  # one-hot kernel, per rating and category: a vectorised compare-and-add
+# Scatter kernels, per distinct answer of a stimulus (its table line is first touched there), by
+# where the block's working set lives: L1 (up to 32 KiB), L2 (up to 1 MiB), beyond. A block
+# with few distinct answers per stimulus may be large; with many, it must be small to stay in L1,
+# and then the per-block cost grows: this is where distinct answers change the choice.
+_MISS_NS = ((2**15, 1.0), (2**20, 5.0), (float("inf"), 15.0))
+_BLOCK_NS = 3000.0  # every kernel, per block: one loop iteration's fixed work
+_LINE_CELLS = 32  # int16 table cells per 64-byte line
+_ONEHOT_BLOCK = 2**16  # ratings in a one-hot block
+_ONEHOT_MAX_CATEGORIES = 256
 _SPARSE_MAX_RATERS = 4096
+_SAMPLE_STIMULI = 64  # stimuli sampled to estimate distinct answers per stimulus
+_MIN_SPLIT_NS = 2e6  # estimated work (ns) from which stimulus pieces run on several cores
+# Tests force one kernel: "dense", "sparse" or "one-hot" (None: the cost model decides).
+_FORCE_METHOD: str | None = None
+
+_METHODS = {"dense": "dense table", "sparse": "per rating", "one-hot": "one-hot"}
 
 
-def _stats_kernel(raters: _Raters, num_categories: int):
-    """(kernel, table cells per stimulus that sizes its blocks)."""
+class StatsPlan(NamedTuple):
+    """How :func:`agreement_stats` computes its result (see :func:`stats_plan`)."""
+
+    method: str  # "one-hot", "dense table", "per rating" or "dense table (wide)"
+    kernel: object
+    block_size: int  # stimuli per block, in each piece
+    pieces: int  # stimulus pieces run at once, one per core
+    distinct: float  # estimated distinct answers per stimulus and subset (NaN: not estimated)
+    costs: dict  # method -> estimated ns per stimulus on one core, for every method that applies
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _distinct_answers(preds: jax.Array, raters: _Raters, num_categories: int) -> float:
+    """Mean distinct answers per stimulus and subset over an evenly spaced sample of stimuli
+    (NaN when the predictions are traced)."""
+    if is_traced(preds):
+        return float("nan")
+    num_stimuli = preds.shape[1]
+    columns = np.unique(np.linspace(0, num_stimuli - 1, min(_SAMPLE_STIMULI, num_stimuli)).astype(np.int64))
+    sample = np.asarray(preds[:, jnp.asarray(columns)])  # [models, sample]
+    if raters.model is not None:
+        sample = sample[raters.model]
+    answered = (sample >= 0) & (sample < num_categories)
+    found = 0
+    for s in range(raters.num_subsets):
+        mine = np.where(answered[raters.subset == s], sample[raters.subset == s], -1)
+        ordered = np.sort(mine, axis=0)
+        new = ordered >= 0
+        new[1:] &= ordered[1:] != ordered[:-1]
+        found += int(new.sum())
+    return found / (raters.num_subsets * len(columns))
+
+
+def _plan_for(raters: _Raters, num_categories: int, count: int, distinct: float, pieces: int = 1) -> StatsPlan:
+    """The cost model for ``count`` stimuli per piece, given the distinct answers per stimulus."""
     num_raters = raters.subset.shape[0]
-    cells = raters.num_subsets * num_categories
+    subsets = raters.num_subsets
+    cells = subsets * num_categories
     if raters.largest >= WIDE_RATERS:
-        return _wide_block_stats, cells
-    if num_raters < _SPARSE_MAX_RATERS and cells > _SPARSE_CELLS_PER_RATER * num_raters:
-        return _sparse_stats, cells // 2  # its table is never swept, so blocks may be larger
-    return _block_stats, cells
+        size = _block_size(count, cells)
+        return StatsPlan("dense table (wide)", _wide_block_stats, size, pieces, distinct, {})
+    if np.isnan(distinct):
+        distinct = min(raters.largest, num_categories)  # the most it can be
+    lines = subsets * max(1.0, min(distinct, -(-num_categories // _LINE_CELLS)))  # per stimulus
+
+    def miss(working_set) -> float:
+        return next(ns for limit, ns in _MISS_NS if working_set <= limit)
+
+    def best(cost_of, limit: int) -> tuple[float, int]:
+        """(cost per stimulus, block size) of the cheapest block size up to ``limit`` stimuli."""
+        sizes = {_block_size(count, 1, min(limit, 2**k)) for k in range(0, 21)}
+        return min((cost_of(size) + _BLOCK_NS / size, size) for size in sizes)
+
+    options = {"dense": best(lambda b: num_raters * _SCATTER_NS + cells * _CELL_NS
+                             + subsets * distinct * miss(b * cells * 2), max(1, _BLOCK_CELLS // cells))}
+    if num_raters < _SPARSE_MAX_RATERS:
+        options["sparse"] = best(lambda b: num_raters * _SPARSE_NS + subsets * distinct * miss(b * lines * 64),
+                                 max(1, 2 * _BLOCK_CELLS // cells))
+    if subsets == 1 and num_raters < 2**15 and num_categories <= _ONEHOT_MAX_CATEGORIES:
+        size = _block_size(count, num_raters, _ONEHOT_BLOCK)
+        options["one-hot"] = (num_raters * num_categories * _ONEHOT_NS + _BLOCK_NS / size, size)
+    costs = {name: cost for name, (cost, _) in options.items()}
+    sizes = {name: size for name, (_, size) in options.items()}
+    name = _FORCE_METHOD if _FORCE_METHOD in costs else min(costs, key=costs.get)
+    kernel = {"dense": _block_stats, "sparse": _sparse_stats, "one-hot": _onehot_stats}[name]
+    return StatsPlan(_METHODS[name], kernel, sizes[name], pieces, distinct,
+                     {_METHODS[k]: v for k, v in costs.items()})
+
+
+def stats_plan(
+    preds: Int[AnyArray, "models stimuli"],
+    *,
+    num_categories: int,
+    model_mask: Bool[AnyArray, "subsets models"] | None = None,
+    mesh: Mesh | None = None,
+) -> StatsPlan:
+    """The kernel, block size and number of concurrent stimulus pieces that
+    :func:`agreement_stats` uses for these arguments, with the cost model's estimates."""
+    preds = check_predictions(preds, num_categories, check_values=False)
+    return _stats_plan(preds, _raters_from_mask(model_mask, preds.shape[0]), num_categories, mesh)
+
+
+def _stats_plan(preds: jax.Array, raters: _Raters, num_categories: int, mesh: Mesh | None) -> StatsPlan:
+    num_stimuli = preds.shape[1]
+    distinct = _distinct_answers(preds, raters, num_categories)
+    if mesh is not None:  # the mesh's devices split the stimuli
+        return _plan_for(raters, num_categories, -(-num_stimuli // mesh.devices.size), distinct)
+    plan = _plan_for(raters, num_categories, num_stimuli, distinct)
+    cores = _cores() if not is_traced(preds) else 1
+    work = min(plan.costs.values(), default=_BLOCK_NS) * num_stimuli
+    pieces = max(1, min(cores, num_stimuli // max(plan.block_size, 1), int(work // _MIN_SPLIT_NS)))
+    if pieces == 1:
+        return plan
+    return _plan_for(raters, num_categories, -(-num_stimuli // pieces), distinct, pieces)
+
+
+def _stats_kernel(raters: _Raters, num_categories: int, distinct: float = float("nan")):
+    """(kernel, block size) the cost model picks for all stimuli on one core (tests call it)."""
+    plan = _plan_for(raters, num_categories, 2**20, distinct)
+    return plan.kernel, plan.block_size
 
 
 @functools.lru_cache(maxsize=256)
 def _executable(
     kernel, *, num_categories: int, num_subsets: int, block_size: int, num_stimuli: int,
-    squeeze: bool, mesh: Mesh | None,
+    squeeze: bool, mesh: Mesh | None, count: int | None = None,
 ):
-    """One jitted function: the kernel on one device, or with the stimuli split over every
-    device of ``mesh`` (padded with "no response" to a multiple of the device count), then
-    trimmed and squeezed inside the same executable so a large table is never copied again."""
+    """One jitted function: the kernel on one device over stimuli ``start`` to ``start + count``
+    (all by default), or with the stimuli split over every device of ``mesh`` (padded with "no
+    response" to a multiple of the device count), then trimmed and squeezed inside the same
+    executable so a large table is never copied again."""
     statics = {"num_categories": num_categories, "num_subsets": num_subsets, "block_size": block_size}
     stats = kernel is not _dense_counts
+    kept = num_stimuli if count is None else count
     if mesh is None:
-        body = partial(kernel, **statics, device_axes=None)
+        def body(preds, rater_model, rater_subset, start):
+            return kernel(preds, rater_model, rater_subset, **statics, device_axes=None, start=start, count=count)
+
         pad = 0
     else:
         axes = tuple(mesh.axis_names)
@@ -368,24 +580,29 @@ def _executable(
                 values = values._replace(category_totals=jax.lax.psum(values.category_totals, axes))
             return values, jax.lax.psum(invalid, axes)
 
-        body = jax.shard_map(
+        sharded = jax.shard_map(
             summed,
             mesh=mesh,
             in_specs=(per_stimulus, PartitionSpec(), PartitionSpec()),
             out_specs=(values_spec, PartitionSpec()),
         )
+
+        def body(preds, rater_model, rater_subset, start):
+            del start
+            return sharded(preds, rater_model, rater_subset)
+
         pad = (-num_stimuli) % mesh.devices.size
 
-    def run(preds, rater_model, rater_subset):
+    def run(preds, rater_model, rater_subset, start):
         if pad:
             preds = jnp.pad(preds, ((0, 0), (0, pad)), constant_values=-1)
-        values, invalid = body(preds, rater_model, rater_subset)
+        values, invalid = body(preds, rater_model, rater_subset, start)
         if stats:
             values = values._replace(
-                n_raters=values.n_raters[:, :num_stimuli], sum_squares=values.sum_squares[:, :num_stimuli]
+                n_raters=values.n_raters[:, :kept], sum_squares=values.sum_squares[:, :kept]
             )
         else:
-            values = values[:, :num_stimuli]
+            values = values[:, :kept]
         if squeeze:
             values = jax.tree.map(lambda x: x[0], values)
         return values, invalid
@@ -393,21 +610,63 @@ def _executable(
     return jax.jit(run)
 
 
-def _count(kernel, preds: jax.Array, raters: _Raters, num_categories: int, mesh: Mesh | None, cells: int):
-    """Run a count kernel; ``cells`` (table cells per stimulus) sizes its blocks."""
-    num_stimuli = preds.shape[1]
-    devices = 1 if mesh is None else mesh.devices.size
+def _count(kernel, preds: jax.Array, raters: _Raters, num_categories: int, mesh: Mesh | None, block_size: int):
+    """Run a count kernel over all stimuli in blocks of ``block_size``."""
     run = _executable(
         kernel,
         num_categories=num_categories,
         num_subsets=raters.num_subsets,
-        block_size=_block_size(-(-num_stimuli // devices), cells),
-        num_stimuli=num_stimuli,
+        block_size=block_size,
+        num_stimuli=preds.shape[1],
         squeeze=raters.squeeze,
         mesh=mesh,
     )
     model = None if raters.model is None else jnp.asarray(raters.model)
-    return run(preds, model, jnp.asarray(raters.subset))
+    return run(preds, model, jnp.asarray(raters.subset), 0)
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=_cores(), thread_name_prefix="jaxagree-counts")
+    return _POOL
+
+
+def _count_pieces(plan: StatsPlan, preds: jax.Array, raters: _Raters, num_categories: int):
+    """Run ``plan``'s kernel on ``plan.pieces`` contiguous stimulus pieces at once, one per core
+    (XLA:CPU runs one computation's scatter loop on one core; jax releases the GIL while a
+    computation runs), and merge them: per-stimulus fields concatenated, totals summed."""
+    num_stimuli = preds.shape[1]
+    size = -(-num_stimuli // plan.pieces)
+    starts = list(range(0, num_stimuli, size))
+    model = None if raters.model is None else jnp.asarray(raters.model)
+    subset = jnp.asarray(raters.subset)
+
+    def piece(start):
+        count = min(size, num_stimuli - start)
+        run = _executable(
+            plan.kernel, num_categories=num_categories, num_subsets=raters.num_subsets,
+            block_size=min(plan.block_size, count), num_stimuli=num_stimuli, squeeze=raters.squeeze,
+            mesh=None, count=count,
+        )
+        return jax.block_until_ready(run(preds, model, subset, jnp.int32(start)))
+
+    parts = list(_pool().map(piece, starts))
+    return _merge_pieces(parts)
+
+
+@jax.jit
+def _merge_pieces(parts):
+    stats = [p[0] for p in parts]
+    merged = AgreementStats(
+        jnp.concatenate([s.n_raters for s in stats], axis=-1),
+        jnp.concatenate([s.sum_squares for s in stats], axis=-1),
+        sum(s.category_totals for s in stats),
+    )
+    return merged, sum(p[1] for p in parts)
 
 
 @no_type_check  # validates its input itself, with ValueErrors that name the culprit
@@ -435,8 +694,9 @@ def count_predictions(
     """
     preds = check_predictions(preds, num_categories, check_values=False)
     raters = _raters_from_mask(model_mask, preds.shape[0])
-    cells = raters.num_subsets * num_categories
-    counts, invalid = _count(_dense_counts, preds, raters, num_categories, mesh, cells)
+    devices = 1 if mesh is None else mesh.devices.size
+    size = _block_size(-(-preds.shape[1] // devices), raters.num_subsets * num_categories)
+    counts, invalid = _count(_dense_counts, preds, raters, num_categories, mesh, size)
     _check_invalid(invalid, preds, num_categories)
     return counts
 
@@ -462,8 +722,11 @@ def agreement_stats(
     chunk = max(1, INT32_LIMIT // num_raters)
     if num_stimuli > chunk:
         return _chunked_stats(preds, model_mask, num_categories, mesh, chunk)
-    kernel, cells = _stats_kernel(raters, num_categories)
-    stats, invalid = _count(kernel, preds, raters, num_categories, mesh, cells)
+    plan = _stats_plan(preds, raters, num_categories, mesh)
+    if plan.pieces > 1:
+        stats, invalid = _count_pieces(plan, preds, raters, num_categories)
+    else:
+        stats, invalid = _count(plan.kernel, preds, raters, num_categories, mesh, plan.block_size)
     _check_invalid(invalid, preds, num_categories)
     return stats
 
@@ -480,4 +743,4 @@ def _chunked_stats(preds, model_mask, num_categories, mesh, chunk) -> AgreementS
     return merge_stats(parts)
 
 
-__all__ = ["agreement_stats", "check_predictions", "count_predictions"]
+__all__ = ["StatsPlan", "agreement_stats", "check_predictions", "count_predictions", "stats_plan"]
