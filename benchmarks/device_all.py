@@ -422,7 +422,7 @@ def extract_section(ctx: Context, section: dict) -> None:
             logits = compiled(params, images).block_until_ready()
             error = float(np.abs(np.asarray(logits[:check_count], np.float64) - expected).max()
                           / np.abs(expected).max())
-            check(section, f"{name} {precision}: logits vs float64 (relative to max |logit|)", error,
+            check(section, f"{name} {precision}: logits vs float64 (relative to the largest abs logit)", error,
                   LOGITS_TOLERANCE[precision])
             start_one = time.perf_counter()
             compiled(params, images).block_until_ready()
@@ -436,8 +436,9 @@ def extract_section(ctx: Context, section: dict) -> None:
             flops = lowered_flops(lowered, compiled) / batch
             ips = batch * iterations / seconds
             row = {
-                "model": name, "precision": precision, "batch": batch, "images": batch * iterations,
-                "ips": ips, "gflops_per_image": flops / 1e9, "published_gflops": PUBLISHED_GFLOPS[name],
+                "model": name, "config": "tiny" if sizes.tiny_models else "default", "precision": precision,
+                "batch": batch, "images": batch * iterations, "ips": ips, "gflops_per_image": flops / 1e9,
+                "published_gflops": None if sizes.tiny_models else PUBLISHED_GFLOPS[name],
                 "mfu": flops * ips / ctx.rates[precision], "error": error, "compile_s": compile_s,
             }
             section["rows"].append(row)
@@ -446,17 +447,19 @@ def extract_section(ctx: Context, section: dict) -> None:
             last = time.perf_counter() - start
         del params, images
     section["notes"].append(
-        f"Random weights (Hugging Face Flax classes, default configs), {size} x {size} inputs made on the device, "
+        f"Random weights (Hugging Face Flax classes, {'tiny' if sizes.tiny_models else 'default'} configs), "
+        f"{size} x {size} inputs made on the device, "
         f"batch {batch}, a jitted forward (logits). float32 and tensorfloat32 set jax.default_matmul_precision; "
         "bfloat16 builds the model with dtype=bfloat16 (weights stay float32). GFLOP per image from XLA's cost "
         "analysis of the forward (published counts beside it, at 224 x 224); MFU = that x images/s / the matmul "
         "rate at the same precision measured in the run. Error: logits of the first images against the same "
-        "weights in float64 on the host CPU, relative to the largest |logit|.")
+        "weights in float64 on the host CPU, relative to the largest absolute logit.")
 
 
 EXTRACT_COLUMNS = [
-    ("model", "model (random weights)", "s"), ("precision", "precision", "s"), ("batch", "batch", "d"),
-    ("images", "images timed", "d"), ("ips", "images/s", ".4g"), ("gflops_per_image", "GFLOP per image (XLA)", ".2f"),
+    ("model", "model (random weights)", "s"), ("config", "config", "s"), ("precision", "precision", "s"),
+    ("batch", "batch", "d"),
+    ("images", "images timed", "d"), ("ips", "images/s", ".4g"), ("gflops_per_image", "GFLOP per image (XLA)", ".3g"),
     ("published_gflops", "published GFLOP (224 px)", ".1f"), ("mfu", "model FLOP utilisation", ".1%"),
     ("error", "logits error vs float64", ".1e"), ("compile_s", "compile (s)", ".1f"),
 ]
