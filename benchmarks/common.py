@@ -6,6 +6,9 @@ import datetime as _dt
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +16,56 @@ import jax
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
+
+# This machine's environment sets these, which hold OpenBLAS to its Haswell (AVX2) kernels and a
+# small L2 size on an AVX-512 CPU; a user's NumPy runs without them. NumPy-based peers run "as a
+# user runs them" (:func:`run_as_user`): in a process whose environment lacks them. Tests and CI
+# keep them.
+BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+AS_USER_NOTE = (
+    "NumPy-based peers run as a user runs them: in a separate Python process whose environment has "
+    "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed (this machine's environment may set them, which holds "
+    "OpenBLAS to AVX2 kernels on this AVX-512 CPU); jaxagree runs in this process, as the tests do."
+)
+
+
+def user_environment() -> dict[str, str]:
+    """This process's environment without :data:`BLAS_VARIABLES`."""
+    return {key: value for key, value in os.environ.items() if key not in BLAS_VARIABLES}
+
+
+def run_as_user(function, **inputs) -> dict:
+    """Call the module-level ``function(**inputs)`` in a fresh Python process whose environment
+    is :func:`user_environment`, and return what it returns (a dict of arrays or numbers).
+
+    ``inputs`` travel as an ``.npz`` (scalars become 0-d arrays); the function times itself and
+    returns its times with its answers. Its module is imported by path in the new process, so it
+    must import its peers (statsmodels, rsatoolbox, NumPy) inside the function."""
+    module = sys.modules[function.__module__]
+    with tempfile.TemporaryDirectory() as folder:
+        path_in, path_out = Path(folder) / "in.npz", Path(folder) / "out.npz"
+        np.savez(path_in, **inputs)
+        command = [sys.executable, str(Path(__file__).resolve()), "--as-user",
+                   str(Path(module.__file__).resolve()), function.__name__, str(path_in), str(path_out)]
+        done = subprocess.run(command, env=user_environment(), cwd=Path(__file__).parent.parent)
+        if done.returncode:
+            raise RuntimeError(f"the peer {function.__name__} failed (exit status {done.returncode})")
+        with np.load(path_out) as out:
+            return {name: out[name] for name in out.files}
+
+
+def _as_user_main(module_path: str, name: str, path_in: str, path_out: str) -> None:
+    """The other end of :func:`run_as_user`."""
+    import importlib.util
+
+    for key in BLAS_VARIABLES:  # the process was started without them; say so if not
+        assert key not in os.environ, f"{key} is set in the peer's process"
+    spec = importlib.util.spec_from_file_location(f"_peer_{Path(module_path).stem}", module_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with np.load(path_in) as data:
+        inputs = {key: data[key] for key in data.files}
+    np.savez(path_out, **getattr(module, name)(**inputs))
 
 
 def block(value):
@@ -127,3 +180,7 @@ def publish(name: str, rows: list[dict], columns, notes: str, args) -> str:
     if not args.no_save and not args.quick:
         print(f"wrote {save(name, machine(), rows, table + notes)}")
     return table
+
+
+if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "--as-user":
+    _as_user_main(*sys.argv[2:])
