@@ -499,12 +499,25 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
+def plain(value):
+    """``value`` as strict JSON: NumPy scalars as numbers, NaN and infinities as null."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write(result: dict, out: Path) -> tuple[Path, Path]:
     info = result["machine"]
     stem = f"all-{device_slug(info['device'])}-{info['date']}{'-quick' if result['quick'] else ''}"
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
-    json_path.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    json_path.write_text(json.dumps(plain(result), indent=2, allow_nan=False) + "\n")
     md_path.write_text(render(result))
     return json_path, md_path
 
