@@ -57,10 +57,10 @@ import jaxagree as ja
 
 try:
     from benchmarks.common import copy_bandwidth, machine, markdown_table, timed
-    from benchmarks.device_cka import device_features, matmul_rates, peak_bytes
+    from benchmarks.device_cka import cka_reference, device_features, matmul_rates, peak_bytes
 except ImportError:  # run as a script from the benchmarks folder
     from common import copy_bandwidth, machine, markdown_table, timed
-    from device_cka import device_features, matmul_rates, peak_bytes
+    from device_cka import cka_reference, device_features, matmul_rates, peak_bytes
 
 PRECISIONS = ("float32", "tensorfloat32", "bfloat16")
 SECTIONS = ("device", "agreement", "cka", "extract")
@@ -276,17 +276,6 @@ AGREEMENT_COLUMNS = [
 
 
 # 3. CKA -----------------------------------------------------------------------------------------
-
-
-def cka_reference(features: np.ndarray) -> np.ndarray:
-    """Linear CKA of every pair in float64: centred Grams, normalised, one product."""
-    grams = []
-    for x in np.asarray(features, np.float64):
-        centred = x - x.mean(0, keepdims=True)
-        gram = centred @ centred.T
-        grams.append((gram / np.linalg.norm(gram)).ravel())
-    stacked = np.stack(grams)
-    return stacked @ stacked.T
 
 
 def cka_section(ctx: Context, section: dict) -> None:

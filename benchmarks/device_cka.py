@@ -29,16 +29,26 @@ import numpy as np
 import jaxagree as ja
 
 try:
-    from benchmarks.bench_cka import numpy_stacked_gram
     from benchmarks.common import markdown_table, publish_device
 except ImportError:  # run as a script from the benchmarks folder
-    from bench_cka import numpy_stacked_gram
     from common import markdown_table, publish_device
 
 PRECISIONS = ("float32", "tensorfloat32", "bfloat16")
 MODELS = (500, 750, 1000)
 SHAPES = ((2000, 768), (10000, 1024))  # stimuli, dims
 QUICK_MODELS, QUICK_SHAPES = (4, 6), ((64, 16),)
+
+
+def cka_reference(features: np.ndarray) -> np.ndarray:
+    """Linear CKA of every pair in float64 NumPy: centred Grams, normalised, one product (peer (a)
+    of ``bench_cka``, in float64)."""
+    grams = []
+    for x in np.asarray(features, np.float64):
+        centred = x - x.mean(0, keepdims=True)
+        gram = centred @ centred.T
+        grams.append((gram / np.linalg.norm(gram)).ravel())
+    stacked = np.stack(grams)
+    return stacked @ stacked.T
 
 
 def device_features(key, num_models: int, num_stimuli: int, dim: int) -> jax.Array:
@@ -88,7 +98,7 @@ def main(argv=None) -> str:
     models, shapes = (QUICK_MODELS, QUICK_SHAPES) if args.quick else (MODELS, SHAPES)
 
     check = np.asarray(device_features(jax.random.key(0), 8, 64 if args.quick else 1000, 32))
-    expected = numpy_stacked_gram(check.astype(np.float64))  # peer (a) of bench_cka, in float64
+    expected = cka_reference(check)
     errors = {p: float(np.abs(np.asarray(ja.cka_matrix(check, matmul_precision=p)) - expected).max())
               for p in PRECISIONS}
     print("max |error| vs float64:", errors, flush=True)
