@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         "JAX_NUM_PROCESSES and JAX_PROCESS_ID on each, or a cluster JAX detects): each process streams a "
         "contiguous block of every model's features (only those rows of a folder of .npy files or an "
         "uncompressed .npz; a compressed .npz is decompressed up to the block's end) into the exact "
-        "feature-space sums (4 D^2 bytes, D = summed dims, bounded by --max-bytes), the sums are added "
+        "feature-space sums (4 D^2 bytes, D = summed dims; twice that within --max-bytes), the sums are added "
         "across processes and process 0 writes the same files as one process. float32 products only "
         "(--matmul-precision float32)",
     )

@@ -387,12 +387,14 @@ def cka_distributed(source: FeatureSource, stimuli: np.ndarray, *, debiased: boo
         if error is not None:
             raise error
         budget = local_max_bytes() if max_bytes is None else max_bytes
-        need = state_bytes(source.dims, debiased)
+        need = 2 * state_bytes(source.dims, debiased)  # the state and its all-reduce
         if need > budget:
             raise ValueError(
-                f"--distributed keeps feature-space sums of {need / 1e9:.2f} GB (4 D^2 bytes, D = {sum(source.dims):,} "
+                f"--distributed keeps feature-space sums of {need / 1e9:.2f} GB (the state and its sum over "
+                f"processes, 4 D^2 bytes each, D = {sum(source.dims):,} "
                 f"summed dims of {len(source.dims)} models), more than --max-bytes {budget / 1e9:.2f} GB: raise "
-                "--max-bytes, or split the models into groups (see docs/capacity.md)")
+                "--max-bytes, or run without --distributed (the Gram path holds stimuli x stimuli blocks instead: "
+                "the cheaper one when the stimuli are fewer than the summed dims; see docs/capacity.md)")
         if len(stimuli) < (4 if debiased else 2):
             raise ValueError(f"{len(stimuli)} stimuli; {'debiased ' if debiased else ''}CKA needs at least "
                              f"{4 if debiased else 2}")

@@ -64,7 +64,8 @@ def cka_stream(reference, *, estimator: str = "minibatch") -> CKAStream:
 
     ``state = stream.init()``, ``state = stream.update(state, batch)`` per batch, states of other
     devices or processes added with ``stream.merge`` (``jax.lax.psum`` inside ``shard_map``; across
-    processes e.g. ``multihost_utils.process_allgather(state)`` summed over its first axis), and
+    processes :func:`jaxagree.distributed.process_sum`, an all-reduce, as ``cka --distributed``
+    does; or ``multihost_utils.process_allgather(state)`` summed over its first axis), and
     ``stream.compute(state)`` at the end. Estimators:
 
     * ``"exact"`` / ``"exact-debiased"``: the biased or debiased CKA of all stimuli at once, as
