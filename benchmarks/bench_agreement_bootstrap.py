@@ -46,9 +46,9 @@ import numpy as np
 import jaxagree as ja
 
 try:
-    from benchmarks.common import markdown_table, matmul_rate, parse_args, peer_available, publish, timed
+    from benchmarks.common import BLAS_VARIABLES, markdown_table, matmul_rate, parse_args, peer_available, publish, timed
 except ImportError:  # run as a script from the benchmarks folder
-    from common import markdown_table, matmul_rate, parse_args, peer_available, publish, timed
+    from common import BLAS_VARIABLES, markdown_table, matmul_rate, parse_args, peer_available, publish, timed
 
 # models, stimuli, categories, accuracy bins (subsets = bins + 1: all models), replicates
 CASES = [(100, 10_000, 16, 10, 1000), (100, 5_000, 100, 10, 200), (200, 50_000, 1000, 10, 200)]
@@ -57,7 +57,7 @@ LOOP_REPLICATES = 3  # replicates the peers are timed and checked on (all of the
 # float32 against float64: ~1e-6 at 200 x 50,000 x 1,000.
 KAPPA_TOLERANCE = 1e-5
 CONSISTENCY_TOLERANCE = 1e-5
-BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# BLAS_VARIABLES (common): OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which a user's environment lacks.
 # The statsmodels peer's environment: this machine's with BLAS_VARIABLES removed (unset) or kept,
 # and OPENBLAS_NUM_THREADS (None: OpenBLAS's default, a thread per core). The first is the peer's;
 # the others run on the first case only, to show the variables' and the threads' effect.
