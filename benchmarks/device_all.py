@@ -340,6 +340,9 @@ def model_class_and_config(name: str, tiny: bool):
     ViT-B/16 and ResNet-50 of the checkpoints users load; ``tiny``: small ones at 32 x 32)."""
     import transformers as tf
 
+    if not hasattr(tf, "FlaxViTForImageClassification"):
+        raise RuntimeError(f"transformers {tf.__version__} has no Flax models (5.x dropped them): install 4.57.x "
+                           "(on a lent GPU carry it as wheels, see benchmarks/README.md)")
     if name == "ViT-B/16":
         config = tf.ViTConfig(num_labels=1000) if not tiny else tf.ViTConfig(
             image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
