@@ -296,7 +296,14 @@ def cka_section(ctx: Context, section: dict) -> None:
         expected = cka_reference(np.asarray(features[sample]))
         path = ja.cka.plan.choose_path([dim] * num_models, num_stimuli, ja.cka.plan.default_max_bytes(), "auto")
         compile_total = 0.0
+        last = None  # seconds the previous precision took
         for precision in PRECISIONS:
+            if last is not None and last > ctx.left():
+                section["skipped"].append(f"{num_models} models {precision}: about {last:.0f} s, "
+                                          f"{ctx.left():.0f} s left")
+                ctx.log(f"  skip {num_models} models {precision}")
+                continue
+            precision_start = time.perf_counter()
             run = partial(ja.cka_matrix, features, matmul_precision=precision)
             first, best = timed(run, repeats=sizes.cka_repeats)
             compile_total += max(first - best, 0.0)
@@ -312,8 +319,9 @@ def cka_section(ctx: Context, section: dict) -> None:
                 "peak_gb": peak_bytes() / 1e9, "features_gb": features.nbytes / 1e9,
             }
             section["rows"].append(row)
-            ctx.log(f"  {row['case']} {precision}: {best:.4f} s, {row['tflops']:.1f} TFLOP/s "
+            ctx.log(f"  {row['case']} {precision}: {best:.4f} s, {row['tflops']:.3g} TFLOP/s "
                     f"({row['share']:.0%} of the matmul rate), error {error:.1e}")
+            last = time.perf_counter() - precision_start
         del features
         previous = (num_models, compile_total, time.perf_counter() - case_start - compile_total)
     section["notes"].append(

@@ -88,3 +88,11 @@ def test_the_command_line_entry_point_exits_with_the_checks_status(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "device: ok" in done.stdout and "all sections passed their checks" in done.stdout
     assert len(list(tmp_path.glob("all-cpu-*-quick.json"))) == 1
+
+
+def test_a_section_past_its_budget_skips_and_lists_the_rest(monkeypatch):
+    monkeypatch.setitem(device_all.BUDGET_S, "cka", 0.0)
+    (cka,) = device_all.main(["--quick", "--sections", "cka"])["sections"]
+    assert cka["status"] == "ok"  # what ran was checked; the skipped cases are listed, not failed
+    assert [(r["case"], r["precision"]) for r in cka["rows"]] == [("4 x 64 x 16", "float32")]
+    assert [s.split(":")[0] for s in cka["skipped"]] == ["4 models tensorfloat32", "4 models bfloat16", "6 models"]
