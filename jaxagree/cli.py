@@ -164,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
         "JAX_NUM_PROCESSES and JAX_PROCESS_ID on each, or a cluster JAX detects): each process reads a block "
         "of the stimuli (only that block's columns of an .npy or uncompressed .npz; other inputs are read "
         "whole and cut), the agreement statistics are combined, and process 0 writes the same files as one "
-        "process. Not with --bins, --bin-edges, --bootstrap, --export-counts, nor with labels, conditions or "
-        "folders of CSV files (an error says so)")
+        "process (with labels: accuracy, bins and error consistency from counts summed over the processes). "
+        "Not with --bootstrap or --export-counts, nor with conditions, an observed mask or folders of CSV files "
+        "(an error says so)")
     agreement.add_argument(
         "--export-counts", choices=("csv", "npy", "npz"), metavar="csv|npy|npz",
         help="also write counts.FORMAT: the [stimuli, categories] count table in the layout statsmodels' "
@@ -436,8 +437,7 @@ def _run_agreement_distributed(args) -> int:
     from jaxagree.io.results import check_output_folder
     from jaxagree.report import agreement_summary, write_agreement_report
 
-    refused = [option for option, value in (("--bins", args.bins), ("--bin-edges", args.bin_edges),
-                                            ("--bootstrap", args.bootstrap), ("--export-counts", args.export_counts))
+    refused = [option for option, value in (("--bootstrap", args.bootstrap), ("--export-counts", args.export_counts))
                if value is not None]
     if refused:
         raise ValueError(f"--distributed does not support {', '.join(refused)} (they need every stimulus's "
@@ -458,7 +458,7 @@ def _run_agreement_distributed(args) -> int:
     except (ValueError, OSError) as failure:
         error = failure
     analysis, table = agreement_distributed(None if part is None else part.table, None if part is None else part.block,
-                                            k=args.k, error=error)
+                                            k=args.k, num_bins=args.bins, bin_edges=args.bin_edges, error=error)
     if jax.process_index() != 0:
         return 0  # process 0 writes the outputs
     output = OutputFolder(args.out, "agreement")

@@ -502,26 +502,33 @@ def read_prediction_block(path: Path, index: int, count: int, *, categories=None
         if bad.any():
             at = int(np.flatnonzero(bad)[0])
             raise out_of_range(f"{path}: labels value {labels[at]} at stimulus {stimuli[at]!r}", limit)
-    optional = {name: others.get(name) for name in ("rater_groups", "conditions", "observed")}
+    groups, conditions = (None if others.get(name) is None else
+                          [str(v) for v in np.asarray(others[name]).reshape(-1).tolist()]
+                          for name in ("rater_groups", "conditions"))
+    if groups is not None and len(groups) != num_models:
+        raise ValueError(f"{path}: rater_groups has {len(groups)} entries but there are {num_models} models")
     table = PredictionTable(preds.astype(np.int32), None if labels is None else labels.astype(np.int32), models,
-                            stimuli, list(categories) if categories is not None else [],
-                            *[None if v is None else v for v in optional.values()])
+                            stimuli, list(categories) if categories is not None else [], groups, conditions,
+                            others.get("observed"))
     return PredictionBlock(table, block, True)
 
 
 UNSUPPORTED_AGREEMENT = {
-    "labels": "labels (accuracy, accuracy bins and error consistency)",
     "conditions": "per-condition results",
     "observed": "which rater saw which stimulus (folders of CSV files)",
 }
 
 
-def agreement_distributed(table, block: ProcessBlock, *, k: int | None, error: BaseException | None = None):
+def agreement_distributed(table, block: ProcessBlock, *, k: int | None, num_bins: int | None = None,
+                          bin_edges=None, error: BaseException | None = None):
     """``(analysis, table)``: the :class:`~jaxagree.analysis.AgreementAnalysis` of the whole table from every process's
     block (``table.predictions`` is this process's ``[models, block]``): agreement, Fleiss' and
     Randolph's kappa, the contrastive stimuli and their kappa; the same on every process and
     equal, value for value, to one process's :func:`~jaxagree.analysis.analyse_agreement`; the
-    table with its categories (learnt over every process's block when the input named none)."""
+    table with its categories (learnt over every process's block when the input named none).
+    With labels (whole on every process), also each model's accuracy, the accuracy bins
+    (``num_bins`` / ``bin_edges``) with their kappa over all and over their own contrastive
+    stimuli, and error consistency: all from integer counts summed over the processes."""
     import jax.numpy as jnp
 
     from jaxagree.agreement import contrastive_stimuli, fleiss_kappa, per_stimulus_agreement
@@ -536,6 +543,8 @@ def agreement_distributed(table, block: ProcessBlock, *, k: int | None, error: B
             if getattr(table, field) is not None:
                 raise ValueError(f"--distributed does not support {what} yet: the table has {field}; run "
                                  "without --distributed")
+        if table.labels is None and (num_bins is not None or bin_edges is not None):
+            raise ValueError("accuracy bins need labels: give a label column or a labels array")
         largest = int(max(table.predictions.max(initial=-1),
                           table.labels.max(initial=-1) if table.labels is not None else -1))
     except Exception as failure:  # noqa: BLE001 - every process must hear of any failure
@@ -573,7 +582,7 @@ def agreement_distributed(table, block: ProcessBlock, *, k: int | None, error: B
                             .category_totals, np.int64)
     chosen = process_sum(chosen)
     contrastive_stats = _stats(AgreementStats, n_raters[contrastive], squares[contrastive], chosen, INT32_LIMIT, jnp)
-    return AgreementAnalysis(
+    analysis = AgreementAnalysis(
         fleiss_kappa=float(fleiss_kappa(stats)),
         randolph_kappa=float(fleiss_kappa(stats, method="randolph")),
         agreement=np.asarray(agreement),
@@ -583,7 +592,71 @@ def agreement_distributed(table, block: ProcessBlock, *, k: int | None, error: B
         contrastive_kappa=float(fleiss_kappa(contrastive_stats)),
         accuracy=None,
         per_bin=None,
-    ), table
+    )
+    if table.labels is not None:
+        analysis = _with_labels(analysis, table, preds, block, num_bins, bin_edges)
+    return analysis, table
+
+
+def _with_labels(analysis, table, preds, block: ProcessBlock, num_bins, bin_edges):
+    """Accuracy, accuracy bins and error consistency, as :func:`~jaxagree.analysis.analyse_agreement`
+    computes them with labels and no ``observed`` mask, from counts summed over the processes."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxagree.accuracy import accuracy_bins, check_labels
+    from jaxagree.agreement import consistency_of_pair_counts, contrastive_stimuli, fleiss_kappa, per_stimulus_agreement
+    from jaxagree.analysis import BinResults, default_num_bins
+    from jaxagree.counts import agreement_stats
+    from jaxagree.stats import INT32_LIMIT, AgreementStats
+
+    num_categories = len(table.categories)
+    labels = np.asarray(check_labels(table.labels, len(table.stimuli), num_categories))
+    mine = labels[block.start : block.stop]
+    host = np.asarray(preds)
+    marked = np.broadcast_to(mine >= 0, host.shape)
+    right = (host == mine[None, :]) & marked
+    # Per-block counts are exact in float32 (0/1 products, fewer than 2**24 stimuli); summed as integers.
+    highest = jax.lax.Precision.HIGHEST
+    r, seen = jnp.asarray(right, jnp.float32), jnp.asarray(marked, jnp.float32)
+    counts = [np.asarray(jnp.matmul(a, b.T, precision=highest)).astype(np.int32) for a, b in
+              ((seen, seen), (r, r), (r, seen))] if host.shape[0] >= 2 else []
+    summed = process_sum([right.sum(1).astype(np.int32), *counts])
+    accuracy = np.asarray(jnp.asarray(summed[0]).astype(jnp.float32)
+                          / jnp.asarray(int((labels >= 0).sum())).astype(jnp.float32))
+    consistency = None
+    if counts:
+        pairs = jax.jit(consistency_of_pair_counts)
+        consistency = np.asarray(pairs(*(jnp.asarray(c).astype(jnp.float32) for c in summed[1:])))
+    if bin_edges is None and num_bins is None:
+        num_bins = default_num_bins(host.shape[0])
+    bins = accuracy_bins(accuracy, num_bins=num_bins, edges=bin_edges)
+    local = agreement_stats(preds, num_categories=num_categories, model_mask=bins.model_mask) \
+        if host.shape[1] else AgreementStats(np.zeros((len(bins.model_mask), 0), np.int32),
+                                             np.zeros((len(bins.model_mask), 0), np.int32),
+                                             np.zeros((len(bins.model_mask), num_categories), np.int64))
+    n_raters = process_concat(np.asarray(local.n_raters).T).T  # [bins, stimuli]
+    squares = process_concat(np.asarray(local.sum_squares).T).T
+    totals = process_sum(np.asarray(local.category_totals, np.int64))
+    bin_stats = _stats(AgreementStats, n_raters, squares, totals, INT32_LIMIT, jnp)
+    bin_agreement = per_stimulus_agreement(bin_stats)
+    bin_contrastive = np.asarray(contrastive_stimuli(bin_agreement, analysis.k))
+    chosen_totals = []
+    for members, chosen in zip(bins.model_mask, bin_contrastive):
+        inside = chosen[(chosen >= block.start) & (chosen < block.stop)] - block.start
+        part = np.zeros(num_categories, np.int64)
+        if inside.size:
+            part = np.asarray(agreement_stats(preds[np.flatnonzero(members)][:, np.sort(inside)],
+                                              num_categories=num_categories).category_totals, np.int64)
+        chosen_totals.append(part)
+    chosen_totals = process_sum(np.stack(chosen_totals))
+    kappa_contrastive = np.array(
+        [float(fleiss_kappa(_stats(AgreementStats, n_raters[b, chosen], squares[b, chosen], chosen_totals[b],
+                                   INT32_LIMIT, jnp)))
+         for b, chosen in enumerate(bin_contrastive)], np.float32)
+    per_bin = BinResults(bins=bins, agreement=np.asarray(bin_agreement), kappa_all=np.asarray(fleiss_kappa(bin_stats)),
+                         contrastive=bin_contrastive, kappa_contrastive=kappa_contrastive)
+    return analysis._replace(accuracy=accuracy, per_bin=per_bin, error_consistency=consistency)
 
 
 def _stats(kind, n_raters, squares, totals, limit, jnp):

@@ -109,16 +109,24 @@ def test_cka_two_processes_equal_one(tmp_path):
 
 
 def test_agreement_two_processes_equal_one(tmp_path):
-    """Predictions in an .npy (each process maps its block's columns): agreement.csv,
-    contrastive.csv and summary.json equal one process's exactly."""
-    np.save(tmp_path / "preds.npy", _predictions())
-    args = ["agreement", str(tmp_path / "preds.npy"), "--k", "9"]
+    """An uncompressed .npz with labels and rater groups (each process maps its block's columns):
+    agreement, contrastive stimuli, accuracy, accuracy bins, error consistency and summary.json
+    equal one process's exactly."""
+    preds = _predictions()
+    labels = np.random.default_rng(6).integers(0, 6, size=preds.shape[1])
+    labels[::13] = -1
+    skill = np.random.default_rng(7).random(preds.shape) < np.linspace(0.2, 0.9, preds.shape[0])[:, None]
+    preds = np.where(skill, labels, preds).astype(np.int32)
+    np.savez(tmp_path / "preds.npz", predictions=preds, labels=labels, models=np.array([f"r{i}" for i in range(9)]),
+             rater_groups=np.array(["a"] * 4 + ["b"] * 5))
+    args = ["agreement", str(tmp_path / "preds.npz"), "--k", "9", "--bins", "2"]
     workers = _start([*args, "--out", str(tmp_path / "two")])
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     results = _finish(workers)
     assert [code for code, _, _ in results] == [0, 0], results[0][2][-2000:] + results[1][2][-2000:]
     one, two = tmp_path / "one", tmp_path / "two"
-    for file in ("agreement.csv", "contrastive.csv"):
+    files = ["agreement.csv", "contrastive.csv", "accuracy.csv", "bins.csv", "error_consistency.csv"]
+    for file in files:
         assert (two / file).read_text() == (one / file).read_text(), file
     summary = json.loads((two / "summary.json").read_text())
     assert summary == json.loads((one / "summary.json").read_text()) and summary["k"] == 9
@@ -149,6 +157,7 @@ def test_bad_input_on_one_process_stops_both(tmp_path):
         ({"JAX_COORDINATOR_ADDRESS": "localhost:1", "JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"}, [],
          "JAX_NUM_PROCESSES='two' is not a whole number"),
         ({}, ["--bootstrap", "10"], "does not support --bootstrap"),
+        ({}, ["--export-counts", "csv"], "does not support --export-counts"),
     ],
 )
 def test_distributed_set_up_errors(tmp_path, monkeypatch, capsys, env, args, message):
