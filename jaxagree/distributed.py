@@ -165,6 +165,24 @@ def process_status(error: BaseException | None) -> None:
         raise OtherProcessFailed(f"process(es) {others} stopped on bad input (see their message); nothing written")
 
 
+def check_same_input(signature: Sequence[int], what: str) -> None:
+    """Every process's input must be the same (the same file, or copies of it, on every host): a
+    collective that compares a few numbers describing it and raises on every process otherwise."""
+    import jax
+
+    mine = np.asarray([int(v) % 2**31 for v in signature], np.int32)
+    every = process_concat(mine[None, :])
+    differ = [p for p in range(len(every)) if not np.array_equal(every[p], every[0])]
+    if differ:
+        raise ValueError(f"{what} differs between processes: process {differ[0]} sees {every[differ[0]].tolist()}, "
+                         f"process 0 {every[0].tolist()} (this is process {jax.process_index()}); give every process "
+                         "the same input")
+
+
+def names_checksum(names: Sequence[str]) -> int:
+    return zlib.crc32("\n".join(names).encode())
+
+
 # ---------------------------------------------------------------------------------------------
 # Partial reads of .npy files and .npz members
 
@@ -419,6 +437,8 @@ def cka_distributed(source: FeatureSource, stimuli: np.ndarray, *, debiased: boo
         process_status(failure)
         raise
     process_status(None)
+    check_same_input([source.num_stimuli, len(stimuli), names_checksum(source.models), *source.dims],
+                     "FEATURES (stimuli, chosen stimuli, model names' checksum, dims)")
     began = time.perf_counter()
     total = ja.CKAState(*process_sum(tuple(state)))
     combined = time.perf_counter()
@@ -551,6 +571,9 @@ def agreement_distributed(table, block: ProcessBlock, *, k: int | None, num_bins
         process_status(failure)
         raise
     process_status(None)
+    check_same_input([len(table.models), len(table.stimuli), len(table.categories), names_checksum(table.models),
+                      names_checksum(table.stimuli), table.labels is not None],
+                     "PREDICTIONS (models, stimuli, categories, names' checksums, labels)")
     if not table.categories:  # learnt from the values, as one process learns them from all of its
         largest = process_max(largest)
         if largest < 0:
@@ -667,5 +690,5 @@ def _stats(kind, n_raters, squares, totals, limit, jnp):
 
 
 __all__ = ["FeatureSource", "OtherProcessFailed", "PredictionBlock", "ProcessBlock", "agreement_distributed",
-           "check_environment", "cka_analysis", "cka_distributed", "process_block", "process_concat",
-           "process_max", "process_status", "process_sum", "read_prediction_block", "state_bytes"]
+           "check_environment", "check_same_input", "cka_analysis", "cka_distributed", "process_block",
+           "process_concat", "process_max", "process_status", "process_sum", "read_prediction_block", "state_bytes"]

@@ -44,12 +44,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(args: list[str], processes: int = 2, env: dict | None = None) -> list[subprocess.Popen]:
+def _start(args: list[str], processes: int = 2, env: dict | None = None,
+           each: list[list[str]] | None = None) -> list[subprocess.Popen]:
+    """``processes`` processes of ``jaxagree ARGS --distributed`` (``each[i]``: process i's own
+    ARGS instead)."""
     port = _free_port()
     base = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
             "JAX_NUM_PROCESSES": str(processes), **(env or {})}
-    return [subprocess.Popen([sys.executable, "-m", "jaxagree.cli", *args, "--distributed"], cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    return [subprocess.Popen([sys.executable, "-m", "jaxagree.cli", *(args if each is None else each[i]),
+                              "--distributed"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env={**base, "JAX_PROCESS_ID": str(i)}) for i in range(processes)]
 
 
@@ -134,17 +137,28 @@ def test_agreement_two_processes_equal_one(tmp_path):
 
 
 def test_bad_input_on_one_process_stops_both(tmp_path):
-    """A value out of range in process 1's block only (memory-mapped: process 0 never reads it):
-    both processes stop with exit status 2 and an error, and nothing is written."""
+    """A value out of range in process 1's block only (memory-mapped: process 0 never reads it),
+    and two processes given different features: both processes stop with exit status 2 and an
+    error, and nothing is written."""
     preds = _predictions()
     preds[3, -1] = 6
     np.save(tmp_path / "preds.npy", preds)
-    results = _finish(_start(["agreement", str(tmp_path / "preds.npy"), "--num-categories", "6", "--out",
-                              str(tmp_path / "out")]))
+    features = _features()
+    np.savez(tmp_path / "a.npz", **features)
+    np.savez(tmp_path / "b.npz", **{name: array[:-1] for name, array in features.items()})
+    bad_value = _start(["agreement", str(tmp_path / "preds.npy"), "--num-categories", "6", "--out",
+                        str(tmp_path / "out")])
+    different = _start([], each=[["cka", str(tmp_path / f"{name}.npz"), "--out", str(tmp_path / "cka")]
+                                 for name in "ab"])
+    results = _finish(bad_value)
     assert [code for code, _, _ in results] == [2, 2]
     assert "outside [-1, num_categories=6)" in results[1][2]
     assert "process(es) 1 stopped on bad input" in results[0][2]
-    assert not (tmp_path / "out").exists()
+    results = _finish(different)
+    assert [code for code, _, _ in results] == [2, 2], results[0][2][-2000:]
+    assert all("FEATURES (stimuli, chosen stimuli, model names' checksum, dims) differs between processes: process 1 "
+               "sees [300, 300," in err for _, _, err in results)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cka").exists()
 
 
 @pytest.mark.parametrize(
