@@ -20,7 +20,8 @@ only the block's columns read; other prediction inputs (compressed ``.npz``, CSV
 folders) are read whole by every process, which then keeps its block.
 
 Every process checks its input before any collective: when one fails, all stop with an error
-(``process_status``), none waits for the others forever.
+(``process_status``), none waits for the others forever; inputs that differ between processes
+are an error on every process (``check_same_input``).
 """
 
 from __future__ import annotations
