@@ -422,11 +422,12 @@ _CELL_NS = 0.15  # dense kernel, per table cell: zeroing and the vectorised swee
 _SPARSE_NS = 4.5  # sparse kernel, per rating: scatter-add, gather, scatter-clear
 _ONEHOT_NS = 0.06  # one-hot kernel, per rating and category: a vectorised compare-and-add
 # Scatter kernels, per distinct answer of a stimulus (its table line is first touched there), by
-# where the block's working set lives: L1 (up to 32 KiB), L2 (up to 1 MiB), beyond. A block
-# with few distinct answers per stimulus may be large; with many, it must be small to stay in L1,
-# and then the per-block cost grows: this is where distinct answers change the choice.
-_MISS_NS = ((2**15, 1.0), (2**20, 5.0), (float("inf"), 15.0))
-_BLOCK_NS = 3000.0  # every kernel, per block: one loop iteration's fixed work
+# the size of the block's working set (bytes): about 1 ns in L1 (32 KiB), 5 ns at 1 MiB of L2,
+# 15 ns beyond L2 (4 MiB), interpolated in log2 of the size. A block with few distinct answers
+# per stimulus may be large; with many it must be small to stay near L1, and then the per-block
+# cost grows: this is where distinct answers change the choice.
+_MISS_NS = ((2**15, 1.0), (2**20, 5.0), (2**22, 15.0))
+_BLOCK_NS = 500.0  # every kernel, per block: one loop iteration's fixed work
 _LINE_CELLS = 32  # int16 table cells per 64-byte line
 _ONEHOT_BLOCK = 2**16  # ratings in a one-hot block
 _ONEHOT_MAX_CATEGORIES = 256
@@ -491,11 +492,12 @@ def _plan_for(raters: _Raters, num_categories: int, count: int, distinct: float,
     lines = subsets * max(1.0, min(distinct, -(-num_categories // _LINE_CELLS)))  # per stimulus
 
     def miss(working_set) -> float:
-        return next(ns for limit, ns in _MISS_NS if working_set <= limit)
+        sizes, ns = zip(*_MISS_NS)
+        return float(np.interp(np.log2(max(working_set, 1)), np.log2(sizes), ns))
 
     def best(cost_of, limit: int) -> tuple[float, int]:
         """(cost per stimulus, block size) of the cheapest block size up to ``limit`` stimuli."""
-        sizes = {_block_size(count, 1, min(limit, 2**k)) for k in range(0, 21)}
+        sizes = {_block_size(count, 1, min(limit, 2**k)) for k in range(3, 21)}  # 8 stimuli at least
         return min((cost_of(size) + _BLOCK_NS / size, size) for size in sizes)
 
     options = {"dense": best(lambda b: num_raters * _SCATTER_NS + cells * _CELL_NS

@@ -173,7 +173,7 @@ def test_distinct_answers_change_the_block_size():
     """Many distinct answers per stimulus spread a block's scatter over many table lines: the
     block shrinks to stay in L1. Few distinct answers keep large blocks (fewer loop steps)."""
     few = counts_module._raters_from_mask(None, 400)
-    concentrated = counts_module._plan_for(few, 1000, 50_000, 45.0)
+    concentrated = counts_module._plan_for(few, 1000, 50_000, 4.0)
     spread = counts_module._plan_for(few, 1000, 50_000, 130.0)
     assert concentrated.method == spread.method == "dense table"
     assert spread.block_size * 1000 * 2 <= 2**15 < concentrated.block_size * 1000 * 2
