@@ -31,7 +31,14 @@ from jaxagree import counts
 
 try:
     from benchmarks.common import (
-        AS_USER_NOTE, block, copy_bandwidth, parse_args, peer_available, publish, run_as_user, timed,
+        AS_USER_NOTE,
+        block,
+        copy_bandwidth,
+        parse_args,
+        peer_available,
+        publish,
+        run_as_user,
+        timed,
     )
 except ImportError:  # run as a script from the benchmarks folder
     from common import AS_USER_NOTE, block, copy_bandwidth, parse_args, peer_available, publish, run_as_user, timed
@@ -201,9 +208,11 @@ def targets(rows: list[dict]) -> str:
         needed = row.get("statsmodels_s", float("nan")) / SPEEDUP_TARGET
         lines.append(
             f"- {row['case']} ({row['wrong']} wrong answers; {row['method']}): >= {SPEEDUP_TARGET}x statsmodels: "
-            f"{row['speedup_target']} ({speedup:.1f}x; {SPEEDUP_TARGET}x needs {needed * 1e3:.1f} ms); <= {FLOOR_TARGET}x "
-            f"floor: {row['floor_target']} ({row['x_floor']:.1f}x; the floor is {row['floor_s'] * 1e3:.1f} ms, "
-            f"{FLOOR_TARGET}x is {FLOOR_TARGET * row['floor_s'] * 1e3:.1f} ms, jaxagree takes {row['fast_s'] * 1e3:.1f} ms). "
+            f"{row['speedup_target']} ({speedup:.1f}x; {SPEEDUP_TARGET}x needs {needed * 1e3:.1f} ms); "
+            f"<= {FLOOR_TARGET}x floor: {row['floor_target']} ({row['x_floor']:.1f}x; the floor is "
+            f"{row['floor_s'] * 1e3:.1f} ms, "
+            f"{FLOOR_TARGET}x is {FLOOR_TARGET * row['floor_s'] * 1e3:.1f} ms, "
+            f"jaxagree takes {row['fast_s'] * 1e3:.1f} ms). "
             f"Cost model, ns per stimulus on one core: {row['costs']}; load average {row['load_before']:.1f} before, "
             f"{row['load_after']:.1f} after."
         )

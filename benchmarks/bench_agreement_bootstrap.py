@@ -46,7 +46,15 @@ import numpy as np
 import jaxagree as ja
 
 try:
-    from benchmarks.common import BLAS_VARIABLES, markdown_table, matmul_rate, parse_args, peer_available, publish, timed
+    from benchmarks.common import (
+        BLAS_VARIABLES,
+        markdown_table,
+        matmul_rate,
+        parse_args,
+        peer_available,
+        publish,
+        timed,
+    )
 except ImportError:  # run as a script from the benchmarks folder
     from common import BLAS_VARIABLES, markdown_table, matmul_rate, parse_args, peer_available, publish, timed
 
