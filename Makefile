@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check jaxagree tests benchmarks notebooks docs
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --durations=25
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

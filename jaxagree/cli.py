@@ -392,7 +392,8 @@ def _start_distributed() -> None:
 def _run_cka_distributed(args) -> int:
     import numpy as np
 
-    from jaxagree.distributed import FeatureSource, cka_analysis, cka_distributed
+    from jaxagree.analysis import summarise_cka
+    from jaxagree.distributed import FeatureSource, cka_distributed
     from jaxagree.io import OutputFolder, read_indices, read_model_metadata
     from jaxagree.io.results import check_output_folder
     from jaxagree.report import write_cka_report
@@ -421,7 +422,7 @@ def _run_cka_distributed(args) -> int:
           f"{seconds['combine']:.2f} s, compute {seconds['compute']:.2f} s", file=sys.stderr)
     if jax.process_index() != 0:
         return 0  # process 0 writes the outputs
-    analysis = cka_analysis(matrix, source.models, families, stimuli, args.debiased)
+    analysis = summarise_cka(matrix, source.models, families, stimuli, args.debiased)
     output = OutputFolder(args.out, "cka")
     with output as staging:
         written = write_cka_report(analysis, staging, long_format=args.long_format, metadata=metadata)

@@ -363,17 +363,6 @@ class FeatureSource:
         return [read_rows(member, rows).astype(np.float32, copy=False) for member in self._members.values()]
 
 
-def cka_analysis(matrix: np.ndarray, models: list[str], families: list[str] | None, stimuli: np.ndarray,
-                 debiased: bool):
-    """:class:`~jaxagree.analysis.CKAAnalysis` of a computed matrix, as :func:`~jaxagree.analysis.analyse_cka`
-    summarises its own."""
-    from jaxagree.analysis import CKAAnalysis
-    from jaxagree.analysis._cka import _family_summary, _mean_pairs, _pairs
-
-    return CKAAnalysis(matrix, models, families, np.asarray(stimuli, np.int64), debiased,
-                       _mean_pairs(matrix, _pairs(len(models))), *_family_summary(matrix, families))
-
-
 def local_max_bytes() -> int:
     """A quarter of this process's first device's memory (of the host's RAM on a CPU), as
     ``cka_matrix``'s default."""
@@ -477,8 +466,8 @@ def read_prediction_block(path: Path, index: int, count: int, *, categories=None
     has no categories: :func:`agreement_distributed` learns them over every process's block."""
     from jaxagree._checks import MAX_CATEGORIES, out_of_range, outside_categories
     from jaxagree.io import PredictionTable
-    from jaxagree.io._categories import given_categories, too_large
     from jaxagree.io.arrays import labels_array, names_array
+    from jaxagree.io.predictions import given_categories, too_large
 
     suffix = path.suffix.lower()
     member = None
@@ -691,5 +680,5 @@ def _stats(kind, n_raters, squares, totals, limit, jnp):
 
 
 __all__ = ["FeatureSource", "OtherProcessFailed", "PredictionBlock", "ProcessBlock", "agreement_distributed",
-           "check_environment", "check_same_input", "cka_analysis", "cka_distributed", "process_block",
+           "check_environment", "check_same_input", "cka_distributed", "process_block",
            "process_concat", "process_max", "process_status", "process_sum", "read_prediction_block", "state_bytes"]

@@ -10,7 +10,7 @@ from jaxagree.analysis._agreement import (
     default_k,
     default_num_bins,
 )
-from jaxagree.analysis._cka import CKAAnalysis, analyse_cka
+from jaxagree.analysis._cka import CKAAnalysis, analyse_cka, summarise_cka
 from jaxagree.analysis._planning import StimulusPlan, stimuli_needed
 from jaxagree.analysis._sets import (
     SetDifference,
@@ -36,4 +36,5 @@ __all__ = [
     "default_num_bins",
     "random_sets",
     "stimuli_needed",
+    "summarise_cka",
 ]

@@ -96,9 +96,15 @@ def analyse_cka(
         mesh = stimulus_mesh() if len(jax.devices()) > 1 else None
     matrix = np.asarray(cka_matrix(dict(zip(models, arrays)), debiased=debiased, max_bytes=max_bytes,
                                    mesh=mesh, matmul_precision=matmul_precision))
-    summary = _family_summary(matrix, family_of)
-    return CKAAnalysis(matrix, models, family_of, chosen, debiased, _mean_pairs(matrix, _pairs(len(models))),
-                       *summary)
+    return summarise_cka(matrix, models, family_of, chosen, debiased)
+
+
+def summarise_cka(matrix: np.ndarray, models: list[str], families: list[str] | None, stimuli: np.ndarray,
+                  debiased: bool) -> CKAAnalysis:
+    """:class:`CKAAnalysis` of a matrix computed elsewhere (e.g. by processes that each streamed a
+    share of the stimuli), summarised as :func:`analyse_cka` summarises its own."""
+    return CKAAnalysis(matrix, models, families, np.asarray(stimuli, np.int64), debiased,
+                       _mean_pairs(matrix, _pairs(len(models))), *_family_summary(matrix, families))
 
 
 def _named_features(features) -> tuple[list[str], list]:
