@@ -20,8 +20,8 @@ def planted(seed: int = 0):
     architecture, so only those stimuli tell the families (and the architectures) apart."""
     rng = np.random.default_rng(seed)
     shared = rng.normal(size=(NUM_STIMULI, 4))
-    family_signal = {f: rng.normal(size=(NUM_STIMULI, 4)) for f in set(FAMILIES)}
-    arch_signal = {a: rng.normal(size=(NUM_STIMULI, 4)) for a in set(ARCHITECTURES)}
+    family_signal = {f: rng.normal(size=(NUM_STIMULI, 4)) for f in sorted(set(FAMILIES))}  # sorted: a set's order follows PYTHONHASHSEED
+    arch_signal = {a: rng.normal(size=(NUM_STIMULI, 4)) for a in sorted(set(ARCHITECTURES))}
     on = (np.arange(NUM_STIMULI) < SIZE)[:, None]
     features = []
     for family, architecture in zip(FAMILIES, ARCHITECTURES):
