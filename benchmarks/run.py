@@ -16,12 +16,14 @@ from benchmarks import (  # noqa: E402
     bench_agreement_bootstrap,
     bench_bootstrap,
     bench_cka,
+    bench_cka_grid,
     bench_extract,
     bench_sources,
 )
 
 BENCHMARKS = {"agreement": bench_agreement.main, "agreement-bootstrap": bench_agreement_bootstrap.main,
-              "cka": bench_cka.main, "bootstrap": bench_bootstrap.main, "extract": bench_extract.main,
+              "cka": bench_cka.main, "cka-grid": bench_cka_grid.main,
+              "bootstrap": bench_bootstrap.main, "extract": bench_extract.main,
               "sources": bench_sources.main}
 
 
