@@ -14,7 +14,8 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float
 
-from jaxagree.cka._centring import HIGHEST, debiased_correction, membership, prepare_one
+from jaxagree.cka._centring import HIGHEST, debiased_correction, membership, prepare, prepare_one
+from jaxagree.cka._checks import shapes
 from jaxagree.cka.plan import matmul
 
 
@@ -52,34 +53,67 @@ def feature_tile(rows, cols, member_rows, member_cols, precision: str, mesh: Mes
 
 
 
+@partial(jax.jit, static_argnames=("start", "stop"))
+def side_by_side_stacked(
+    stacked: Float[Array, "models stimuli dim"], start: int, stop: int
+) -> Float[Array, "stimuli columns"]:
+    """Models ``start:stop`` of a ``[models, stimuli, dim]`` array, each centred and scaled
+    (:func:`~jaxagree.cka._centring.prepare`), side by side: one dispatch for the whole group."""
+    prepared = jax.vmap(prepare)(stacked[start:stop])
+    return jnp.transpose(prepared, (1, 0, 2)).reshape(stacked.shape[1], -1)
+
+
+@jax.jit
+def _row_norms(
+    features: Float[Array, "stimuli columns"], member: Float[Array, "columns models"]
+) -> Float[Array, "models stimuli"]:
+    """Per model (``member``'s columns), each stimulus's squared norm."""
+    return jnp.matmul(features * features, member, precision=HIGHEST).T
+
+
 def feature_path(
-    models: Sequence, debiased: bool, block: int, *, mesh: Mesh | None = None, precision: str = "float32"
+    models: Sequence,
+    debiased: bool,
+    block: int,
+    stacked=None,
+    *,
+    mesh: Mesh | None = None,
+    precision: str = "float32",
 ) -> np.ndarray:
     """CKA from ``<K_a, K_b> = |X_a^T X_b|_F^2`` of centred features, never forming a Gram.
 
+    ``stacked``: the models as one ``[models, stimuli, dim]`` array, when the caller has it (each
+    group of models is then prepared and laid side by side in one call, not one call per model).
     The debiased estimator follows from the same cross-products and the per-stimulus squared
     norms (:func:`~jaxagree.cka._centring.debiased_correction`).
     """
-    n = models[0].shape[0]
-    prepared = [prepare_one(jnp.asarray(m)) for m in models]
+    n = shapes(models)[0][0]
+    dims = [shape[1] for shape in shapes(models)]
+    stacked = None if stacked is None else jnp.asarray(stacked)  # on the device once, not per group
+    prepared = None if stacked is not None else [prepare_one(jnp.asarray(m)) for m in models]
     # Consecutive models whose summed dims fit one block.
     groups, current, width = [], [], 0
-    for m, x in enumerate(prepared):
-        if current and width + x.shape[1] > block:
+    for m, dim in enumerate(dims):
+        if current and width + dim > block:
             groups.append(current)
             current, width = [], 0
         current.append(m)
-        width += x.shape[1]
+        width += dim
     groups.append(current)
 
     def side_by_side(group):
-        features = jnp.concatenate([prepared[m] for m in group], axis=1)
-        return features, jnp.asarray(membership([prepared[m].shape[1] for m in group]))
+        member = jnp.asarray(membership([dims[m] for m in group]))
+        if prepared is None:
+            return side_by_side_stacked(stacked, group[0], group[-1] + 1), member
+        return jnp.concatenate([prepared[m] for m in group], axis=1), member
 
     num_models = len(models)
     inner = np.empty((num_models, num_models), np.float64)
+    norms = np.empty((num_models, n), np.float64) if debiased else None
     for gi, rows in enumerate(groups):
         row_features, row_member = side_by_side(rows)
+        if debiased:
+            norms[rows] = np.asarray(_row_norms(row_features, row_member), np.float64)
         for cols in groups[gi:]:
             col_features, col_member = (row_features, row_member) if cols is rows else side_by_side(cols)
             tile = np.asarray(
@@ -88,7 +122,6 @@ def feature_path(
             inner[np.ix_(rows, cols)] = tile
             inner[np.ix_(cols, rows)] = tile.T
     if debiased:
-        norms = np.stack([np.asarray(jnp.sum(x * x, axis=1), np.float64) for x in prepared])  # [models, n]
         totals = norms.sum(axis=1)
         inner = debiased_correction(inner, totals, totals, norms @ norms.T, n)
     return inner

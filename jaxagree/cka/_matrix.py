@@ -131,11 +131,11 @@ def cka_matrix(
     shards = 1 if mesh is None else mesh.devices.size
     blocks = plan.current_gram_blocks()
     path = plan.choose_path(dims, num_stimuli, max_bytes, method, debiased, shards, blocks)
+    stacked = features if hasattr(features, "ndim") else None  # no second copy of a 3-d input
     if path.name == "gram":
-        stacked = features if hasattr(features, "ndim") else None  # no second copy of a 3-d input
         inner = gram_path(models, debiased, path.block, stacked, mesh=mesh, precision=matmul_precision, blocks=blocks)
     else:
-        inner = feature_path(models, debiased, path.block, mesh=mesh, precision=matmul_precision)
+        inner = feature_path(models, debiased, path.block, stacked, mesh=mesh, precision=matmul_precision)
     result = normalise(inner)
     constant = np.isnan(np.diag(result))
     if constant.any():
