@@ -171,6 +171,15 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
+def test_a_format_3_npy_is_named_not_a_traceback(tmp_path):
+    # NumPy writes format 3.0 for structured arrays whose field names need UTF-8.
+    with pytest.warns(UserWarning, match="format 3.0"):
+        np.save(tmp_path / "p.npy", np.zeros(3, dtype=[("\u00e9\u4e00", "i4")]))
+    assert (tmp_path / "p.npy").read_bytes()[6:8] == b"\x03\x00"
+    with pytest.raises(ValueError, match=r"p.npy: .npy format 3.0 \(a structured array"):
+        main(["agreement", str(tmp_path / "p.npy"), "--out", str(tmp_path / "o"), "--debug"])
+
+
 def test_an_interrupted_run_exits_130_and_writes_nothing(tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -8,6 +8,7 @@ import pytest
 
 import jaxagree as ja
 from jaxagree.analysis import StimulusPlan, stimuli_needed
+from jaxagree.analysis._planning import _check_sizes
 from jaxagree.identify import encode_groups
 
 POOL = 192
@@ -133,11 +134,20 @@ def test_models_of_different_widths_as_a_list_or_mapping(moderate):
     assert result.replicates.shape == (len(SIZES), BOOTSTRAP)
 
 
-def test_default_sizes_are_a_geometric_grid_up_to_the_pool(moderate):
-    result = stimuli_needed(moderate, FAMILIES, width=0.1, num_bootstrap=2)
-    assert result.sizes[0] == 16 and result.sizes[-1] == POOL and len(result.sizes) == 6
-    ratios = result.sizes[1:] / result.sizes[:-1]
+def test_default_sizes_are_a_geometric_grid_up_to_the_pool():
+    # The grid alone (every size of a plan compiles its own bootstrap kernel: six sizes of the
+    # pool here would cost ~30 s of compiling for one assertion about numbers).
+    sizes = _check_sizes(None, POOL)
+    assert sizes[0] == 16 and sizes[-1] == POOL and len(sizes) == 6
+    ratios = sizes[1:] / sizes[:-1]
     np.testing.assert_allclose(ratios, ratios.mean(), rtol=0.1)
+    assert list(_check_sizes(None, 2_000)) == [100, 182, 331, 603, 1099, 2000]  # 5% of the pool first
+
+
+def test_a_plan_without_sizes_runs_on_the_default_grid():
+    small = planted(0.6)[:, :5]  # a pool of 5: the default grid is [4, 5]
+    result = stimuli_needed(small, FAMILIES, width=0.1, num_bootstrap=2)
+    assert list(result.sizes) == list(_check_sizes(None, 5)) == [4, 5]
 
 
 @pytest.mark.parametrize(("arguments", "message"), [

@@ -50,8 +50,9 @@ def _header(stream, where: str) -> tuple[tuple[int, ...], np.dtype]:
             shape, _, dtype = npy_format.read_array_header_1_0(stream)
         elif version == (2, 0):
             shape, _, dtype = npy_format.read_array_header_2_0(stream)
-        else:
-            shape, _, dtype = npy_format._read_array_header(stream, version)  # 3.0: utf-8 field names
+        else:  # 3.0 exists only for structured dtypes with UTF-8 field names, never a rating or feature array
+            raise ValueError(f"{where}: .npy format {version[0]}.{version[1]} (a structured array with UTF-8 "
+                             "field names); jaxagree reads plain numeric or string arrays (.npy format 1.0 or 2.0)")
     except (ValueError, SyntaxError, EOFError) as error:
         raise ValueError(f"{where}: damaged .npy header ({error})") from None
     if dtype.hasobject:
