@@ -387,6 +387,20 @@ def _start_distributed() -> None:
     except (RuntimeError, ValueError) as error:
         raise ValueError(f"--distributed: could not join the other processes: {str(error).splitlines()[0]}") \
             from None
+    _native_stdout_to_stderr()
+
+
+def _native_stdout_to_stderr() -> None:
+    """Gloo (CPU collectives) writes "[Gloo] Rank N is connected ..." to the C-level stdout at the
+    first collective, which would corrupt the JSON a command prints: the process's file descriptor
+    1 is pointed at stderr, and Python's ``sys.stdout`` keeps writing to the original stdout."""
+    import io
+    import os
+
+    sys.stdout.flush()
+    original = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = io.TextIOWrapper(os.fdopen(original, "wb"), encoding=sys.stdout.encoding, line_buffering=True)
 
 
 def _run_cka_distributed(args) -> int:
