@@ -330,27 +330,10 @@ class FeatureSource:
 
     def __init__(self, path: str | os.PathLike):
         from jaxagree.cka import check_same_stimuli
+        from jaxagree.io import feature_arrays
 
         path = Path(path)
-        if not path.exists():
-            raise ValueError(f"{path}: no such file or folder")
-        if path.is_dir():
-            files = sorted(path.glob("*.npy"))
-            if not files:
-                raise ValueError(f"{path}: folder has no .npy files (one [stimuli, dim] array per model)")
-            members = {f.stem: _npy_member(f) for f in files}
-        elif path.suffix.lower() == ".npz":
-            members = _npz_members(path)
-            if not members:
-                raise ValueError(f"{path}: holds no arrays")
-        else:
-            raise ValueError(f"{path}: expected an .npz file or a folder of .npy files")
-        for name, member in members.items():
-            if len(member.shape) != 2:
-                raise ValueError(f"{path}: features of model {name!r} must be [stimuli, dim], got shape "
-                                 f"{member.shape}")
-            if not (np.issubdtype(member.dtype, np.integer) or np.issubdtype(member.dtype, np.floating)):
-                raise ValueError(f"{path}: features of model {name!r} are not real numbers (dtype {member.dtype})")
+        members = feature_arrays(path, npy=_npy_member, npz=_npz_members)
         check_same_stimuli([m.shape[0] for m in members.values()], [f"model {m!r}" for m in members])
         self.path, self._members = path, members
         self.models = list(members)

@@ -23,7 +23,7 @@ from jaxagree.io.folders import (
     read_prediction_folder,
     short_image_name,
 )
-from jaxagree.io.inputs import FeatureSet, read_categories, read_families, read_features, read_indices
+from jaxagree.io.inputs import FeatureSet, feature_arrays, read_categories, read_families, read_features, read_indices
 from jaxagree.io.predictions import (
     MAX_CATEGORIES,
     MISSING_MARKERS,
@@ -43,6 +43,7 @@ __all__ = [
     "PredictionTable",
     "cka_long_table",
     "count_table",
+    "feature_arrays",
     "json_text",
     "read_categories",
     "read_families",

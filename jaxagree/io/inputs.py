@@ -7,7 +7,7 @@ import csv
 import io
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -63,6 +63,15 @@ class FeatureSet(NamedTuple):
 def read_features(path: str | os.PathLike) -> FeatureSet:
     """Read features: an ``.npz`` with one ``[stimuli, dim]`` array per model (the key is the
     model name), or a folder of ``.npy`` files (the file stem is the model name, sorted)."""
+    arrays = feature_arrays(path, npy=load_npy, npz=load_arrays)
+    return FeatureSet(list(arrays), list(arrays.values()))
+
+
+def feature_arrays(path: str | os.PathLike, *, npy: Callable, npz: Callable) -> dict:
+    """Each model's array of a features path, by name: ``npz(path)`` for an ``.npz`` (a mapping
+    by key), ``npy(file)`` for each ``.npy`` of a folder (by stem, sorted), every one checked to be
+    a ``[stimuli, dim]`` array of real numbers. ``npy``/``npz`` decide how an array is opened:
+    loaded (:func:`read_features`) or opened for reading some rows (``jaxagree.distributed``)."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such file or folder")
@@ -70,19 +79,20 @@ def read_features(path: str | os.PathLike) -> FeatureSet:
         files = sorted(path.glob("*.npy"))
         if not files:
             raise ValueError(f"{path}: folder has no .npy files (one [stimuli, dim] array per model)")
-        arrays = {f.stem: load_npy(f) for f in files}
+        arrays = {f.stem: npy(f) for f in files}
     elif path.suffix.lower() == ".npz":
-        arrays = load_arrays(path)
+        arrays = npz(path)
         if not arrays:
             raise ValueError(f"{path}: holds no arrays")
     else:
         raise ValueError(f"{path}: expected an .npz file or a folder of .npy files")
     for name, array in arrays.items():
-        if array.ndim != 2:
-            raise ValueError(f"{path}: features of model {name!r} must be [stimuli, dim], got shape {array.shape}")
+        if len(array.shape) != 2:
+            raise ValueError(f"{path}: features of model {name!r} must be [stimuli, dim], got shape "
+                             f"{tuple(array.shape)}")
         if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
             raise ValueError(f"{path}: features of model {name!r} are not real numbers (dtype {array.dtype})")
-    return FeatureSet(list(arrays), list(arrays.values()))
+    return arrays
 
 
 def read_indices(path: str | os.PathLike, num_stimuli: int) -> np.ndarray:
@@ -144,4 +154,5 @@ def read_categories(path: str | os.PathLike) -> list[str]:
     return names
 
 
-__all__ = ["FeatureSet", "read_categories", "read_families", "read_features", "read_indices", "read_text"]
+__all__ = ["FeatureSet", "feature_arrays", "read_categories", "read_families", "read_features", "read_indices",
+           "read_text"]
