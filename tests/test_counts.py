@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxagree as ja
-from jaxagree import counts as counts_module
+from jaxagree.counts import _checks, _kernels, _plan, _run
 
 from . import reference
 
@@ -20,7 +20,7 @@ STATS_KERNELS = ["dense", "sparse", "one-hot"]
 def stats_kernel(name: str):
     """Force agreement_stats onto one of its kernels (they must agree exactly); "one-hot" counts
     one subset only, so with several subsets the cost model picks between the other two."""
-    return mock.patch.object(counts_module, "_FORCE_METHOD", name)
+    return mock.patch.object(_plan, "FORCE_METHOD", name)
 
 
 @st.composite
@@ -76,16 +76,16 @@ def test_agreement_stats_equal_stats_of_the_dense_table(kernel, case):
 @pytest.mark.parametrize("kernel", STATS_KERNELS)
 def test_small_blocks_equal_one_block(monkeypatch, kernel):
     """The block size is a memory knob only: many tiny blocks give the same answer."""
-    monkeypatch.setattr(counts_module, "_FORCE_METHOD", kernel)
+    monkeypatch.setattr(_plan, "FORCE_METHOD", kernel)
     rng = np.random.default_rng(1)
     preds = rng.integers(-1, 7, size=(9, 203)).astype(np.int32)
     mask = rng.random((3, 9)) < 0.7
     mask[:, :2] = True
     whole = ja.count_predictions(preds, num_categories=7, model_mask=mask)
     whole_stats = ja.agreement_stats(preds, num_categories=7, model_mask=mask)
-    monkeypatch.setattr(counts_module, "_BLOCK_CELLS", 3 * 7 * 5)  # 5 stimuli per block
-    monkeypatch.setattr(counts_module, "_ONEHOT_BLOCK", 9 * 5)
-    assert counts_module._block_size(203, 21) == 5  # 203 = 7 * 29 has no divisor in [3, 5]: overlap
+    monkeypatch.setattr(_kernels, "BLOCK_CELLS", 3 * 7 * 5)  # 5 stimuli per block
+    monkeypatch.setattr(_plan, "ONEHOT_BLOCK", 9 * 5)
+    assert _kernels.stimuli_per_block(203, 21) == 5  # 203 = 7 * 29 has no divisor in [3, 5]: overlap
     np.testing.assert_array_equal(ja.count_predictions(preds, num_categories=7, model_mask=mask), whole)
     for a, b in zip(ja.agreement_stats(preds, num_categories=7, model_mask=mask), whole_stats):
         np.testing.assert_array_equal(a, b)
@@ -95,7 +95,7 @@ def test_chunks_beyond_int32_totals_merge_to_the_same_stats(monkeypatch):
     rng = np.random.default_rng(2)
     preds = rng.integers(-1, 5, size=(6, 101)).astype(np.int32)
     whole = ja.agreement_stats(preds, num_categories=5)
-    monkeypatch.setattr(counts_module, "INT32_LIMIT", 6 * 10)  # chunks of 10 stimuli
+    monkeypatch.setattr(_run, "INT32_LIMIT", 6 * 10)  # chunks of 10 stimuli
     chunked = ja.agreement_stats(preds, num_categories=5)
     assert chunked.category_totals.dtype == np.int64
     for a, b in zip(chunked, whole):
@@ -118,7 +118,7 @@ def test_merge_stats_of_stimulus_batches_equals_one_run():
 @pytest.mark.parametrize("kernel", STATS_KERNELS)
 @pytest.mark.parametrize("num_stimuli", [1, 4, 37, 400])
 def test_sharded_over_4_devices_equals_one_device(devices, num_stimuli, kernel, monkeypatch):
-    monkeypatch.setattr(counts_module, "_FORCE_METHOD", kernel)
+    monkeypatch.setattr(_plan, "FORCE_METHOD", kernel)
     rng = np.random.default_rng(num_stimuli)
     preds = rng.integers(-1, 6, size=(7, num_stimuli)).astype(np.int32)
     mask = np.array([[1, 1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 1, 1, 1]], bool)
@@ -148,33 +148,33 @@ def test_count_predictions_works_inside_jit():
 
 
 def test_block_size_prefers_a_divisor_of_the_stimuli():
-    assert counts_module._block_size(50_000, 1000) == 500  # 524 fit; 500 divides 50,000
-    assert counts_module._block_size(7, 10**9) == 1
-    assert counts_module._block_size(10, 1) == 10
+    assert _kernels.stimuli_per_block(50_000, 1000) == 500  # 524 fit; 500 divides 50,000
+    assert _kernels.stimuli_per_block(7, 10**9) == 1
+    assert _kernels.stimuli_per_block(10, 1) == 10
 
 
 def test_kernel_choice_follows_the_cost_model():
-    few = counts_module._raters_from_mask(None, 400)
-    bins = counts_module._raters_from_mask(np.arange(400)[None, :] % 10 == np.arange(10)[:, None], 400)
-    kernel = counts_module._stats_kernel
-    assert kernel(few, 1000)[0] is counts_module._block_stats
-    assert kernel(bins, 1000)[0] is counts_module._sparse_stats
-    assert kernel(few, 10_000, 140.0)[0] is counts_module._sparse_stats  # the table sweep costs more
-    assert kernel(few, 16, 16.0)[0] is counts_module._onehot_stats  # few categories: no scatter
-    assert kernel(bins, 16, 10.0)[0] is counts_module._block_stats  # one-hot counts one subset only
+    few = _checks.raters_from_mask(None, 400)
+    bins = _checks.raters_from_mask(np.arange(400)[None, :] % 10 == np.arange(10)[:, None], 400)
+    kernel = _plan.stats_kernel
+    assert kernel(few, 1000)[0] is _kernels.block_stats
+    assert kernel(bins, 1000)[0] is _kernels.sparse_stats
+    assert kernel(few, 10_000, 140.0)[0] is _kernels.sparse_stats  # the table sweep costs more
+    assert kernel(few, 16, 16.0)[0] is _kernels.onehot_stats  # few categories: no scatter
+    assert kernel(bins, 16, 10.0)[0] is _kernels.block_stats  # one-hot counts one subset only
     # Where one-hot stops paying: its cost grows with the categories, the dense table's hardly.
-    boundary = next(c for c in range(2, 300) if kernel(few, c, float(c))[0] is not counts_module._onehot_stats)
+    boundary = next(c for c in range(2, 300) if kernel(few, c, float(c))[0] is not _kernels.onehot_stats)
     assert 16 < boundary < 100
-    plan = counts_module._plan_for(few, boundary - 1, 2**20, boundary - 1.0)
+    plan = _plan.plan_for(few, boundary - 1, 2**20, boundary - 1.0)
     assert plan.method == "one-hot" and plan.costs["one-hot"] <= plan.costs["dense table"]
 
 
 def test_distinct_answers_change_the_block_size():
     """Many distinct answers per stimulus spread a block's scatter over many table lines: the
     block shrinks to stay in L1. Few distinct answers keep large blocks (fewer loop steps)."""
-    few = counts_module._raters_from_mask(None, 400)
-    concentrated = counts_module._plan_for(few, 1000, 50_000, 4.0)
-    spread = counts_module._plan_for(few, 1000, 50_000, 130.0)
+    few = _checks.raters_from_mask(None, 400)
+    concentrated = _plan.plan_for(few, 1000, 50_000, 4.0)
+    spread = _plan.plan_for(few, 1000, 50_000, 130.0)
     assert concentrated.method == spread.method == "dense table"
     assert spread.block_size * 1000 * 2 <= 2**15 < concentrated.block_size * 1000 * 2
     assert spread.costs["dense table"] > concentrated.costs["dense table"]
@@ -186,18 +186,18 @@ def test_distinct_answers_estimate_is_exact_on_a_full_sample():
     mask = rng.random((3, 12)) < 0.6
     mask[:, :2] = True
     table = reference.counts(preds, 30)
-    assert counts_module.stats_plan(preds, num_categories=30).distinct == pytest.approx((table > 0).sum(1).mean())
+    assert _plan.stats_plan(preds, num_categories=30).distinct == pytest.approx((table > 0).sum(1).mean())
     per_subset = np.mean([(reference.counts(preds[m], 30) > 0).sum(1).mean() for m in mask])
-    plan = counts_module.stats_plan(preds, num_categories=30, model_mask=mask)
+    plan = _plan.stats_plan(preds, num_categories=30, model_mask=mask)
     assert plan.distinct == pytest.approx(per_subset)
 
 
 def test_pieces_split_large_work_over_the_cores(monkeypatch):
-    monkeypatch.setattr(counts_module, "_cores", lambda: 2)
+    monkeypatch.setattr(_plan, "num_cores", lambda: 2)
     big = np.zeros((400, 50_000), np.int32)
-    assert counts_module.stats_plan(big, num_categories=1000).pieces == 2
-    assert counts_module.stats_plan(big[:, :100], num_categories=1000).pieces == 1  # too little work
-    mesh_plan = counts_module.stats_plan(big[:, :4000], num_categories=1000, mesh=ja.stimulus_mesh(jax.devices()[:1]))
+    assert _plan.stats_plan(big, num_categories=1000).pieces == 2
+    assert _plan.stats_plan(big[:, :100], num_categories=1000).pieces == 1  # too little work
+    mesh_plan = _plan.stats_plan(big[:, :4000], num_categories=1000, mesh=ja.stimulus_mesh(jax.devices()[:1]))
     assert mesh_plan.pieces == 1  # a mesh's devices split the stimuli instead
 
 
@@ -213,18 +213,18 @@ def test_every_kernel_block_size_and_piece_count_equals_the_reference(kernel, ca
     if data.draw(st.booleans()):  # one-hot counts one subset: with more, the cost model picks
         mask = data.draw(hnp.arrays(bool, (data.draw(st.integers(1, 3)), num_models)))
         mask[:, :2] = True
-    raters = counts_module._raters_from_mask(mask, num_models)
+    raters = _checks.raters_from_mask(mask, num_models)
     with stats_kernel(kernel):
-        plan = counts_module._plan_for(raters, num_categories, num_stimuli, float("nan"))
+        plan = _plan.plan_for(raters, num_categories, num_stimuli, float("nan"))
     pieces = data.draw(st.integers(1, min(3, num_stimuli)))
     size = -(-num_stimuli // pieces)
     block = data.draw(st.integers(1, size))  # a piece's last block overlaps unless block divides it
     plan = plan._replace(block_size=block, pieces=pieces)
     preds_device = jax.numpy.asarray(preds)
     if pieces > 1:
-        stats, invalid = counts_module._count_pieces(plan, preds_device, raters, num_categories)
+        stats, invalid = _run._count_pieces(plan, preds_device, raters, num_categories)
     else:
-        stats, invalid = counts_module._count(plan.kernel, preds_device, raters, num_categories, None, block)
+        stats, invalid = _run._count(plan.kernel, preds_device, raters, num_categories, None, block)
     assert int(invalid) == 0
     for s, members in enumerate(np.ones((1, num_models), bool) if mask is None else mask):
         table = reference.counts(preds[members], num_categories).astype(np.float64)
@@ -236,27 +236,27 @@ def test_every_kernel_block_size_and_piece_count_equals_the_reference(kernel, ca
 
 @pytest.mark.parametrize("kernel", STATS_KERNELS)
 def test_out_of_range_labels_are_caught_by_every_kernel_and_piece(kernel, monkeypatch):
-    monkeypatch.setattr(counts_module, "_FORCE_METHOD", kernel)
-    monkeypatch.setattr(counts_module, "_cores", lambda: 2)
-    monkeypatch.setattr(counts_module, "_MIN_SPLIT_NS", 1e-9)
-    monkeypatch.setattr(counts_module, "_BLOCK_CELLS", 7 * 10)  # blocks of at most 10 stimuli
-    monkeypatch.setattr(counts_module, "_ONEHOT_BLOCK", 5 * 10)
+    monkeypatch.setattr(_plan, "FORCE_METHOD", kernel)
+    monkeypatch.setattr(_plan, "num_cores", lambda: 2)
+    monkeypatch.setattr(_plan, "_MIN_SPLIT_NS", 1e-9)
+    monkeypatch.setattr(_kernels, "BLOCK_CELLS", 7 * 10)  # blocks of at most 10 stimuli
+    monkeypatch.setattr(_plan, "ONEHOT_BLOCK", 5 * 10)
     preds = np.zeros((5, 101), np.int32)
     preds[3, 99] = 7
-    assert counts_module.stats_plan(preds, num_categories=7).pieces == 2
+    assert _plan.stats_plan(preds, num_categories=7).pieces == 2
     with pytest.raises(ValueError, match=r"predictions\[model 3, stimulus 99\] = 7"):
         ja.agreement_stats(preds, num_categories=7)
 
 
 def test_wide_kernel_from_46341_models_in_the_largest_subset():
     """sum_j T_ij**2 reaches 46,341**2 > 2**31 - 1 only from 46,341 raters on one stimulus."""
-    kernel = counts_module._stats_kernel
-    assert kernel(counts_module._raters_from_mask(None, 46_340), 3)[0] is counts_module._block_stats
-    assert kernel(counts_module._raters_from_mask(None, 46_341), 3)[0] is counts_module._wide_block_stats
+    kernel = _plan.stats_kernel
+    assert kernel(_checks.raters_from_mask(None, 46_340), 3)[0] is _kernels.block_stats
+    assert kernel(_checks.raters_from_mask(None, 46_341), 3)[0] is _kernels.wide_block_stats
     halves = np.arange(2 * 46_340)[None, :] % 2 == np.arange(2)[:, None]  # 92,680 raters, 46,340 per subset
-    assert kernel(counts_module._raters_from_mask(halves, 2 * 46_340), 3)[0] is counts_module._block_stats
+    assert kernel(_checks.raters_from_mask(halves, 2 * 46_340), 3)[0] is _kernels.block_stats
     halves[0, 1] = True
-    assert kernel(counts_module._raters_from_mask(halves, 2 * 46_340), 3)[0] is counts_module._wide_block_stats
+    assert kernel(_checks.raters_from_mask(halves, 2 * 46_340), 3)[0] is _kernels.wide_block_stats
 
 
 def test_more_than_int16_raters_use_exact_int32_tables():
