@@ -12,6 +12,7 @@ import jaxagree.report as report
 from jaxagree.analysis import CKAAnalysis, analyse_cka
 from jaxagree.cli import main
 from jaxagree.io import FeatureSet, read_families, read_features, read_indices
+from jaxagree.report import _cka as report_cka
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NUM_STIMULI = 24
@@ -272,7 +273,7 @@ def test_write_cka_report_groups_heatmap_by_family(tmp_path, monkeypatch):
         Path(path).write_bytes(PNG_MAGIC)
         return Path(path)
 
-    monkeypatch.setattr(report, "plot_cka", fake_plot)
+    monkeypatch.setattr(report_cka, "plot_cka", fake_plot)
     matrix = np.arange(16, dtype=np.float32).reshape(4, 4)
     matrix = matrix + matrix.T  # symmetric, as CKA is: the long table has one value per pair
     written = report.write_cka_report(_analysis(matrix, FAMILIES, debiased=True), tmp_path)
@@ -291,7 +292,7 @@ def test_write_cka_report_groups_heatmap_by_family(tmp_path, monkeypatch):
 
 def test_write_cka_report_without_families_keeps_the_models_order(tmp_path, monkeypatch):
     seen = {}
-    monkeypatch.setattr(report, "plot_cka", lambda matrix, models, path, **kwargs: seen.update(models=models,
+    monkeypatch.setattr(report_cka, "plot_cka", lambda matrix, models, path, **kwargs: seen.update(models=models,
                         **kwargs) or Path(path))
     report.write_cka_report(_analysis(np.eye(4)), tmp_path)
     assert seen == {"models": MODELS, "families": None, "title": "linear CKA"}
@@ -415,13 +416,13 @@ def test_cli_cka_families(tmp_path, capsys, monkeypatch):
 
     # The heatmap is drawn grouped by family (the CSV above keeps file order).
     seen = {}
-    original = report.plot_cka
+    original = report_cka.plot_cka
 
     def spy(matrix, models, path, **kwargs):
         seen.update(matrix=np.asarray(matrix), models=models, **kwargs)
         return original(matrix, models, path, **kwargs)
 
-    monkeypatch.setattr(report, "plot_cka", spy)
+    monkeypatch.setattr(report_cka, "plot_cka", spy)
     code, _, err = _run_cka(capsys, _npz(tmp_path / "f.npz"), "--out", tmp_path / "out2", "--families", families)
     assert code == 0, err
     assert seen["models"] == ["gamma", "delta", "alpha", "beta"]
