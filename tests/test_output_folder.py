@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import jaxagree.report
 from jaxagree.cli import main
 from jaxagree.io import MARKER, OutputFolder
+from jaxagree.report import _agreement as agreement_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def test_a_write_that_fails_midway_leaves_the_earlier_run_whole(tmp_path, capsys
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(out / "fig4_agreement_sorted.png"))
 
-    monkeypatch.setattr(jaxagree.report, "plot_sorted_agreement", disk_full)
+    monkeypatch.setattr(agreement_report, "plot_sorted_agreement", disk_full)
     assert main(["agreement", str(_predictions(tmp_path / "plain.npz", labels=False)), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err == f"jaxagree agreement: error: {out / 'fig4_agreement_sorted.png'}: No space left on device\n"
@@ -66,7 +66,7 @@ def test_a_failed_first_run_leaves_no_folder(tmp_path, capsys, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError(errno.EIO, "Input/output error", "summary.json")
 
-    monkeypatch.setattr(jaxagree.report, "write_json", broken)
+    monkeypatch.setattr(agreement_report, "write_json", broken)
     out = tmp_path / "new" / "out"
     assert main(["agreement", str(_predictions(tmp_path / "p.npz", labels=False)), "--out", str(out)]) == 1
     assert "summary.json: Input/output error" in capsys.readouterr().err
