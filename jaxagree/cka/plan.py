@@ -27,6 +27,9 @@ FEATURE_DEBIASED_MIN_STIMULI = 64
 
 PRECISIONS = ("float32", "tensorfloat32", "bfloat16")
 
+# Row blocks of the Gram path have at least this many stimuli when the stimuli allow (see gram_layout).
+EFFICIENT_ROWS = 256
+
 
 class GramBlocks(NamedTuple):
     """Sizes of the Gram path's row blocks (the defaults are what ``cka_matrix`` uses)."""
@@ -83,6 +86,11 @@ class Layout(NamedTuple):
 def gram_layout(num_stimuli: int, shards: int = 1, blocks: GramBlocks = GramBlocks()) -> Layout:
     """The row blocks of ``num_stimuli`` stimuli split over ``shards`` devices."""
     rows = max(blocks.min_rows, min(2 * blocks.step_cells // num_stimuli, num_stimuli // blocks.min_blocks))
+    if blocks.step_cells >= GramBlocks().step_cells:
+        # Past ~2,000 stimuli the default step's cells alone would give thin row blocks (65 rows at
+        # 8,000 stimuli), whose Gram matmuls ran at a quarter of the matmul rate; more cells per step
+        # (counted by gram_model_bytes, so tiles still fit max_bytes) keep them efficient.
+        rows = max(rows, min(EFFICIENT_ROWS, num_stimuli // blocks.min_blocks))
     count = -(-num_stimuli // rows)
     if shards == 1 and count % 2 == 0:
         count += 1  # an odd count covers the triangle without a block met twice
