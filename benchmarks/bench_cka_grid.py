@@ -263,6 +263,20 @@ def reasons(row: dict) -> str:
 # Profiled causes (see the notes under the table), by size.
 NOTES: dict[tuple[int, int, int], str] = {}
 
+PROFILED = (
+    "Profiled (2026-12-03, each comparison in one process, alternated): the limit is XLA:CPU's dot. In each "
+    "size's process XLA's jnp.dot on 2048x2048 ran at 48-88% of OpenBLAS's sgemm (AVX-512 kernels), and the "
+    "Gram path's smaller products run below that: per-model row blocks of [~230, d] x [d, ~1,100-4,100] "
+    "stimuli, then a [models, cells] x [cells, models] product (at 50 x 2,000 x 64 that product alone ran "
+    "about 3.7x slower in XLA than the same product in NumPy). Measured, and not adopted because they gained "
+    "nothing beyond noise or lost: whole Grams from one batched dot_general (1.1-2x slower, twice the FLOPs); "
+    "a batched einsum over models instead of lax.map; 3 to 11 row blocks at 500-2,000 stimuli; cells laid "
+    "out [cells, models] for the product; XLA's XNNPACK, YNNPACK and oneDNN dot flags. Adopted: Gram row "
+    "blocks of at least 256 stimuli (plan.EFFICIENT_ROWS; the 8,000-stimulus sizes were re-run after it: "
+    "10 x 8,000 x 2,048 went from 35.3 s, 0.58x NumPy, to 26.1 s, 0.97x), and a stacked input is prepared "
+    "for the feature path in one call per group of models."
+)
+
 
 def rows_rerun_at(rows: list[dict]) -> str:
     return ", ".join(sorted({row["measured_utc"] for row in rows if "(re-run)" in row["size"]}))
@@ -355,7 +369,6 @@ def main(argv=None) -> str:
         rerun = [tuple(int(v) for v in spec.split(",")) for spec in argv[at + 1:] if not spec.startswith("--")]
         argv = argv[:at] + [spec for spec in argv[at + 1:] if spec.startswith("--")]
     args = parse_args(argv, __doc__.splitlines()[0])
-    start_load = os.getloadavg()
     started = time.perf_counter()
     previous = {}
     if rerun or render:
@@ -399,13 +412,15 @@ def main(argv=None) -> str:
         "Peak RSS: "
         "the high-water mark of the whole process during that call (reset before it), so it includes Python, "
         "XLA, the host features and their device copy. Biased CKA, default max_bytes. Load average: this "
-        f"machine is shared (1-minute load {start_load[0]:.1f} at the start); every ratio is between runs "
-        f"alternated in one process. Answers: 'vs float64' is over the pairs of the first {REFERENCE_MODELS} models "
+        "machine is shared (another engineer's test suite ran throughout); the 'load avg' column gives the "
+        "1-minute load during each size, and every ratio is between runs alternated in one process. "
+        f"Answers: 'vs float64' is over the pairs of the first {REFERENCE_MODELS} models "
         f"against a float64 reference; above {CKA_TOLERANCE:g} fails the run, as does a difference from NumPy above "
         f"{CKA_TOLERANCE:g} or, where NumPy's own float32 error is larger (many stimuli), above twice that error. "
         f"Whole grid: {minutes:.1f} min."
         + (f" Sizes marked (re-run) were measured again after a kernel change, at {rows_rerun_at(rows)} UTC "
-           "(the rest are from the whole-grid run)." if rows_rerun_at(rows) else "") + "\n"
+           "(the rest are from the whole-grid run)." if rows_rerun_at(rows) else "")
+        + ("" if args.quick else f"\n\n{PROFILED}") + "\n"
     )
     return publish("cka-grid", table_rows, columns, notes, args)
 
