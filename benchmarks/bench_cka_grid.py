@@ -79,7 +79,9 @@ def plan_size(models: int, stimuli: int, dims: int, quick: bool) -> dict:
     from jaxagree.cka import plan
 
     features_gb = models * stimuli * dims * 4 / 1e9
-    peer_gb = features_gb + models * stimuli**2 * 4 / 1e9
+    # The list of Grams and their stacked copy: 500 x 2,000 x 64 peaked at 16.9 GB (this table's run, when
+    # only one copy was counted; a re-run now leaves NumPy out there).
+    peer_gb = features_gb + 2 * models * stimuli**2 * 4 / 1e9
     out = {"features_gb": features_gb, "skip": None, "peer_skip": None, "other_skip": None}
     if features_gb > MAX_FEATURES_GB or 3 * features_gb > MAX_GB:
         out["skip"] = f"skipped: features alone {features_gb:.1f} GB (limit {MAX_FEATURES_GB:g} GB on 24 GB shared RAM)"
