@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-all bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check jaxagree tests benchmarks notebooks docs
 	$(BIN)/python -m pytest -q -n 2 --durations=25
+
+# Also the tests marked slow (full benchmark quick runs): before a release or a merge.
+test-all: $(STAMP)
+	$(BIN)/ruff check jaxagree tests benchmarks notebooks docs
+	$(BIN)/python -m pytest -q -n 2 --durations=25 --runslow
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

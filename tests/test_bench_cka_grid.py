@@ -10,6 +10,7 @@ def column(table: str, heading: str) -> list[str]:
     return [line.strip("|").split("|")[headings.index(heading)].strip() for line in lines[2:]]
 
 
+@pytest.mark.slow  # `make test-all`: a full quick run, each size in its own process
 def test_cka_grid_benchmark_quick_run():
     from benchmarks import bench_cka_grid
 

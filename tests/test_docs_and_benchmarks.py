@@ -46,6 +46,7 @@ def column(text: str, heading: str) -> list[str]:
     return [row[headings.index(heading)].strip() for row in rows]
 
 
+@pytest.mark.slow  # `make test-all`: a full quick run, peers in their own processes
 def test_agreement_benchmark_quick_run():
     pytest.importorskip("statsmodels")  # the peer
     from benchmarks import bench_agreement
@@ -68,6 +69,7 @@ def test_agreement_benchmark_fails_on_a_wrong_answer(monkeypatch, function, matc
         bench_agreement.main(["--quick", "--no-save"])
 
 
+@pytest.mark.slow  # `make test-all`: a full quick run, peers in their own processes
 def test_cka_benchmark_quick_run():
     from benchmarks import bench_cka
 
@@ -105,6 +107,7 @@ def test_bootstrap_benchmark_fails_on_a_wrong_answer(monkeypatch):
         bench_bootstrap.run_case(*bench_bootstrap.QUICK_CASES[0], rate=1e10, quick=True)
 
 
+@pytest.mark.slow  # `make test-all`: a full quick run, peers in their own processes
 def test_agreement_bootstrap_benchmark_quick_run():
     pytest.importorskip("statsmodels")  # the peer, and the answers' checks
     from benchmarks import bench_agreement_bootstrap
@@ -140,6 +143,7 @@ def test_device_benchmark_quick_run(monkeypatch):
         device_cka.main(["--quick"])
 
 
+@pytest.mark.slow  # `make test-all`: a full quick run, peers in their own processes
 def test_extract_benchmark_quick_run():
     from benchmarks import bench_extract
 
