@@ -8,7 +8,7 @@ all stimuli and over that bin's own ``k`` contrastive stimuli.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -18,6 +18,7 @@ from jaxagree.accuracy import AccuracyBins, accuracy_bins, check_labels, correct
 from jaxagree.agreement import contrastive_stimuli, error_consistency, fleiss_kappa, per_stimulus_agreement
 from jaxagree.agreement_bootstrap import AgreementBootstrap, agreement_bootstrap
 from jaxagree.counts import agreement_stats, check_predictions
+from jaxagree.stats import AgreementStats
 
 
 class BinResults(NamedTuple):
@@ -109,6 +110,32 @@ def _kappa_on(preds: jax.Array, stimuli: np.ndarray, num_categories: int) -> flo
     return float(fleiss_kappa(agreement_stats(preds[:, stimuli], num_categories=num_categories)))
 
 
+def agreement_from_stats(
+    stats: AgreementStats, *, k: int | None, contrastive_kappa: Callable[[np.ndarray], float]
+) -> AgreementAnalysis:
+    """The label-free part of :func:`analyse_agreement` from the statistics of all stimuli: kappa,
+    Eq. 1 per stimulus, the ``k`` contrastive stimuli (:func:`default_k` of the stimuli with
+    agreement defined when ``k`` is None) and ``contrastive_kappa(contrastive)``, the kappa over
+    them (its statistics may live elsewhere, as on other processes). No accuracy or bins."""
+    agreement = per_stimulus_agreement(stats)
+    defined = int(np.sum(~np.isnan(np.asarray(agreement))))
+    if defined == 0:
+        raise ValueError("no stimulus has responses from at least 2 models; agreement is undefined")
+    k = default_k(defined) if k is None else k
+    contrastive = np.asarray(contrastive_stimuli(agreement, k))
+    return AgreementAnalysis(
+        fleiss_kappa=float(fleiss_kappa(stats)),
+        randolph_kappa=float(fleiss_kappa(stats, method="randolph")),
+        agreement=np.asarray(agreement),
+        n_raters=np.asarray(stats.n_raters),
+        k=k,
+        contrastive=contrastive,
+        contrastive_kappa=float(contrastive_kappa(contrastive)),
+        accuracy=None,
+        per_bin=None,
+    )
+
+
 def analyse_agreement(
     preds: np.ndarray,
     *,
@@ -147,24 +174,9 @@ def analyse_agreement(
     preds = check_predictions(preds, num_categories)
     if labels is not None:
         labels = check_labels(labels, preds.shape[1], num_categories)
-    stats = agreement_stats(preds, num_categories=num_categories)
-    agreement = per_stimulus_agreement(stats)
-    defined = int(np.sum(~np.isnan(np.asarray(agreement))))
-    if defined == 0:
-        raise ValueError("no stimulus has responses from at least 2 models; agreement is undefined")
-    k = default_k(defined) if k is None else k
-    contrastive = np.asarray(contrastive_stimuli(agreement, k))
-    analysis = AgreementAnalysis(
-        fleiss_kappa=float(fleiss_kappa(stats)),
-        randolph_kappa=float(fleiss_kappa(stats, method="randolph")),
-        agreement=np.asarray(agreement),
-        n_raters=np.asarray(stats.n_raters),
-        k=k,
-        contrastive=contrastive,
-        contrastive_kappa=_kappa_on(preds, contrastive, num_categories),
-        accuracy=None,
-        per_bin=None,
-    )
+    analysis = agreement_from_stats(agreement_stats(preds, num_categories=num_categories), k=k,
+                                    contrastive_kappa=lambda chosen: _kappa_on(preds, chosen, num_categories))
+    k = analysis.k  # the default, when none was given: every bin below takes as many
     shown = _check_observed(observed, preds.shape)
     if conditions is not None:
         analysis = analysis._replace(per_condition=_per_condition(analysis, preds, labels, shown, conditions,

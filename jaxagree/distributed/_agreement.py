@@ -119,8 +119,8 @@ def agreement_distributed(table, block: ProcessBlock, *, k: int | None, num_bins
     stimuli, and error consistency: all from integer counts summed over the processes."""
     import jax.numpy as jnp
 
-    from jaxagree.agreement import contrastive_stimuli, fleiss_kappa, per_stimulus_agreement
-    from jaxagree.analysis import AgreementAnalysis, default_k
+    from jaxagree.agreement import fleiss_kappa
+    from jaxagree.analysis import agreement_from_stats
     from jaxagree.counts import agreement_stats, check_predictions
     from jaxagree.stats import INT32_LIMIT, AgreementStats
 
@@ -159,32 +159,19 @@ def agreement_distributed(table, block: ProcessBlock, *, k: int | None, num_bins
     n_raters, squares = process_concat(n_raters), process_concat(squares)
     totals = process_sum(totals)
     stats = stats_from_sums(AgreementStats, n_raters, squares, totals, INT32_LIMIT, jnp)
-    agreement = per_stimulus_agreement(stats)
-    defined = int(np.sum(~np.isnan(np.asarray(agreement))))
-    if defined == 0:
-        raise ValueError("no stimulus has responses from at least 2 models; agreement is undefined")
-    k = default_k(defined) if k is None else k
-    contrastive = np.asarray(contrastive_stimuli(agreement, k))
-    # The contrastive stimuli's category totals: each process counts those in its block.
-    mine = contrastive[(contrastive >= block.start) & (contrastive < block.stop)] - block.start
-    chosen = np.zeros(num_categories, np.int64)
-    if mine.size:
-        chosen = np.asarray(agreement_stats(preds[:, np.sort(mine)], num_categories=num_categories)
-                            .category_totals, np.int64)
-    chosen = process_sum(chosen)
-    contrastive_stats = stats_from_sums(AgreementStats, n_raters[contrastive], squares[contrastive], chosen,
-                                        INT32_LIMIT, jnp)
-    analysis = AgreementAnalysis(
-        fleiss_kappa=float(fleiss_kappa(stats)),
-        randolph_kappa=float(fleiss_kappa(stats, method="randolph")),
-        agreement=np.asarray(agreement),
-        n_raters=np.asarray(stats.n_raters),
-        k=k,
-        contrastive=contrastive,
-        contrastive_kappa=float(fleiss_kappa(contrastive_stats)),
-        accuracy=None,
-        per_bin=None,
-    )
+
+    def contrastive_kappa(contrastive):
+        # The contrastive stimuli's category totals: each process counts those in its block.
+        mine = contrastive[(contrastive >= block.start) & (contrastive < block.stop)] - block.start
+        chosen = np.zeros(num_categories, np.int64)
+        if mine.size:
+            chosen = np.asarray(agreement_stats(preds[:, np.sort(mine)], num_categories=num_categories)
+                                .category_totals, np.int64)
+        chosen = process_sum(chosen)
+        return fleiss_kappa(stats_from_sums(AgreementStats, n_raters[contrastive], squares[contrastive], chosen,
+                                            INT32_LIMIT, jnp))
+
+    analysis = agreement_from_stats(stats, k=k, contrastive_kappa=contrastive_kappa)
     if table.labels is not None:
         analysis = with_labels(analysis, table, preds, block, num_bins, bin_edges)
     return analysis, table
