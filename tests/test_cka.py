@@ -491,3 +491,18 @@ def test_accumulator_bad_input():
         accumulator.update([np.ones((6, 3)), np.ones((6, 2))])
     with pytest.raises(ValueError, match="model 1 features contain nan"):
         accumulator.update([np.ones((6, 2)), np.full((6, 2), np.nan)])
+
+
+def test_default_memory_budget_is_this_processs_device(monkeypatch):
+    """Under jax.distributed the global first device is process 0's: its memory is not this
+    process's to plan with (and on another host cannot be asked)."""
+    class Device:
+        def __init__(self, limit):
+            self.limit = limit
+
+        def memory_stats(self):
+            return {"bytes_limit": self.limit}
+
+    monkeypatch.setattr(jax, "devices", lambda *args: [Device(4_000)])
+    monkeypatch.setattr(jax, "local_devices", lambda *args: [Device(400)])
+    assert plan.default_max_bytes() == 100

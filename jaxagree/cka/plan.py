@@ -169,8 +169,9 @@ def minibatch_route(batch_size: int, dims: Sequence[int]) -> str:
 
 
 def default_max_bytes() -> int:
-    """A quarter of the first device's memory (of the host's RAM on a CPU)."""
-    stats = jax.devices()[0].memory_stats() or {}
+    """A quarter of this process's first device's memory (of the host's RAM on a CPU). A local
+    device: under ``jax.distributed`` the global first device belongs to process 0."""
+    stats = jax.local_devices()[0].memory_stats() or {}
     if "bytes_limit" in stats:
         return int(stats["bytes_limit"]) // 4
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
