@@ -44,7 +44,7 @@ def read_prediction_block(path: Path, index: int, count: int, *, categories=None
     has no categories: :func:`agreement_distributed` learns them over every process's block."""
     from jaxagree._checks import MAX_CATEGORIES, out_of_range, outside_categories
     from jaxagree.io import PredictionTable
-    from jaxagree.io.arrays import labels_array, names_array
+    from jaxagree.io.arrays import check_prediction_array, labels_array, names_array
     from jaxagree.io.predictions import given_categories, too_large
 
     suffix = path.suffix.lower()
@@ -61,14 +61,7 @@ def read_prediction_block(path: Path, index: int, count: int, *, categories=None
         block = process_block(table.predictions.shape[1], index, count)
         return PredictionBlock(table._replace(predictions=table.predictions[:, block.start : block.stop]), block,
                                False)
-    if len(member.shape) != 2:
-        raise ValueError(f"{path}: predictions must have shape [models, stimuli], got {member.shape}")
-    if not np.issubdtype(member.dtype, np.integer):
-        raise ValueError(f"{path}: predictions must be integer category indices (-1 = no response), got dtype "
-                         f"{member.dtype}")
-    num_models, num_stimuli = member.shape
-    if num_models == 0 or num_stimuli == 0:
-        raise ValueError(f"{path}: predictions is empty (shape {member.shape})")
+    num_models, num_stimuli = check_prediction_array(path, member.shape, member.dtype)
     block = process_block(num_stimuli, index, count)
     preds = np.array(mapped_array(member)[:, block.start : block.stop])
     models = names_array(others.get("models"), num_models, "model_", path, "models", "predictions")

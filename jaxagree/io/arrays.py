@@ -118,6 +118,18 @@ def load_arrays(path: str | os.PathLike) -> np.ndarray | dict[str, np.ndarray]:
     return load_npz(path) if path.suffix.lower() == ".npz" else load_npy(path)
 
 
+def check_prediction_array(path, shape: tuple[int, ...], dtype) -> tuple[int, int]:
+    """(models, stimuli) of a stored predictions array of ``shape`` and ``dtype``, or a
+    ``ValueError`` naming ``path`` when it is not a non-empty integer ``[models, stimuli]``."""
+    if len(shape) != 2:
+        raise ValueError(f"{path}: predictions must have shape [models, stimuli], got {tuple(shape)}")
+    if not np.issubdtype(dtype, np.integer):
+        raise ValueError(f"{path}: predictions must be integer category indices (-1 = no response), got dtype {dtype}")
+    if shape[0] == 0 or shape[1] == 0:
+        raise ValueError(f"{path}: predictions is empty (shape {tuple(shape)})")
+    return int(shape[0]), int(shape[1])
+
+
 def names_array(values, count: int, prefix: str, path, field: str, counted: str) -> list[str]:
     """Names from an optional string array of an ``.npz`` (``models``, ``stimuli``, ``ids``):
     ``count`` unique names (as many as ``counted`` has), or ``prefix + index`` without the array."""
@@ -145,4 +157,5 @@ def labels_array(arrays: dict, count: int, path) -> np.ndarray | None:
     return labels.astype(np.int64)
 
 
-__all__ = ["format_bytes", "labels_array", "load_arrays", "load_npy", "load_npz", "names_array", "physical_memory"]
+__all__ = ["check_prediction_array", "format_bytes", "labels_array", "load_arrays", "load_npy", "load_npz",
+           "names_array", "physical_memory"]

@@ -33,7 +33,7 @@ from jaxagree.io._categories import (
     given_categories,
     too_large,
 )
-from jaxagree.io.arrays import labels_array, load_arrays, names_array
+from jaxagree.io.arrays import check_prediction_array, labels_array, load_arrays, names_array
 
 _LONG_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -267,15 +267,7 @@ def _read_wide(path: Path, categories, num_categories) -> PredictionTable:
                 "(expected predictions [models, stimuli] and optionally labels, models, stimuli, categories)"
             )
     preds = arrays["predictions"]
-    if preds.ndim != 2:
-        raise ValueError(f"{path}: predictions must have shape [models, stimuli], got {preds.shape}")
-    if not np.issubdtype(preds.dtype, np.integer):
-        raise ValueError(
-            f"{path}: predictions must be integer category indices (-1 = no response), got dtype {preds.dtype}"
-        )
-    num_models, num_stimuli = preds.shape
-    if num_models == 0 or num_stimuli == 0:
-        raise ValueError(f"{path}: predictions is empty (shape {preds.shape})")
+    num_models, num_stimuli = check_prediction_array(path, preds.shape, preds.dtype)
     models = names_array(arrays.get("models"), num_models, "model_", path, "models", "predictions")
     stimuli = names_array(arrays.get("stimuli"), num_stimuli, "", path, "stimuli", "predictions")
     labels = labels_array(arrays, num_stimuli, path)
