@@ -37,7 +37,7 @@ class Blocks(NamedTuple):
     """Stimulus blocks of the predictions, as flat indices into a block's count table."""
 
     num_blocks: int
-    indices: object  # fn(block) -> (flat cell index [raters, B] (past the end if not counted),
+    indices: object  # fn(block) -> (flat cell index [raters, B] (table_size if not counted),
     #                                 answered [raters, B], predictions outside [-1, C) in the block)
     table_dtype: object  # narrowest exact dtype for a block's counts
     table_size: int  # B * subsets * categories
@@ -64,7 +64,7 @@ def make_blocks(
     cells = num_subsets * num_categories
     cell_offset = rater_subset[:, None] * num_categories
     row_offset = jnp.arange(block_size, dtype=jnp.int32)[None, :] * cells
-    table_size = block_size * cells  # any index at or past the end is dropped by a scatter
+    table_size = block_size * cells  # the index of a rating not counted (dropped, or a spare cell)
 
     def ratings(i):
         first = i * block_size
@@ -104,8 +104,12 @@ def unblock(x, count: int):
 def block_table(blocks: Blocks, i, num_subsets: int, num_categories: int):
     """(count table [B, S, C] of block i, predictions outside [-1, C) in it)."""
     flat, _, invalid = blocks.indices(i)
-    counts = jnp.zeros((blocks.table_size,), blocks.table_dtype).at[flat.ravel()].add(1, mode="drop")
-    return counts.reshape(-1, num_subsets, num_categories), invalid
+    # A spare cell past the table takes the ratings not counted (index table_size), so every index
+    # is in bounds and the scatter runs without its bounds checks: 400 x 50,000 x 1,000 on two
+    # cores, 106 -> 91 ms (median of 5, alternated; 2026-12-03).
+    counts = jnp.zeros((blocks.table_size + 1,), blocks.table_dtype)
+    counts = counts.at[flat.ravel()].add(1, mode="promise_in_bounds")
+    return counts[: blocks.table_size].reshape(-1, num_subsets, num_categories), invalid
 
 
 STATIC = ("num_categories", "num_subsets", "block_size", "device_axes", "count")
