@@ -196,6 +196,20 @@ def test_cka_refuses_lower_precision(tmp_path, capsys):
     assert "--distributed computes in float32" in capsys.readouterr().err
 
 
+def test_a_bad_value_in_a_block_names_its_stimulus_and_model(tmp_path):
+    """A process reads a block of stimuli; an error there names the stimulus by its place in the
+    whole table, as one process reading it all would."""
+    preds = np.zeros((2, 6), np.int32)
+    preds[1, 4] = 7
+    stimuli = np.array([f"img{i}" for i in range(6)])
+    np.savez(tmp_path / "preds.npz", predictions=preds, stimuli=stimuli, models=np.array(["a", "b"]))
+    message = r"predictions value 7 at model 'b', stimulus 'img4'"
+    with pytest.raises(ValueError, match=message):
+        read_predictions(tmp_path / "preds.npz", num_categories=3)
+    with pytest.raises(ValueError, match=message):
+        read_prediction_block(tmp_path / "preds.npz", 1, 2, num_categories=3, read_whole=None)
+
+
 def test_partial_readers(tmp_path):
     """Rows of a folder of .npy files and of an uncompressed .npz are memory-mapped; a compressed
     .npz is streamed; all give the same rows. Prediction blocks: columns of an .npy are mapped."""

@@ -42,10 +42,9 @@ def read_prediction_block(path: Path, index: int, count: int, *, categories=None
     ``.npy`` or uncompressed ``.npz`` memory-mapped, any other input read whole by ``read_whole()``
     and cut. Without ``categories`` or ``num_categories`` (and none in the file) the block's table
     has no categories: :func:`agreement_distributed` learns them over every process's block."""
-    from jaxagree._checks import MAX_CATEGORIES, out_of_range, outside_categories
     from jaxagree.io import PredictionTable
-    from jaxagree.io.arrays import check_prediction_array, labels_array, names_array
-    from jaxagree.io.predictions import given_categories, too_large
+    from jaxagree.io.arrays import check_prediction_array
+    from jaxagree.io.predictions import check_table_values, optional_fields, table_fields
 
     suffix = path.suffix.lower()
     member = None
@@ -64,33 +63,14 @@ def read_prediction_block(path: Path, index: int, count: int, *, categories=None
     num_models, num_stimuli = check_prediction_array(path, member.shape, member.dtype)
     block = process_block(num_stimuli, index, count)
     preds = np.array(mapped_array(member)[:, block.start : block.stop])
-    models = names_array(others.get("models"), num_models, "model_", path, "models", "predictions")
-    stimuli = names_array(others.get("stimuli"), num_stimuli, "", path, "stimuli", "predictions")
-    labels = labels_array(others, num_stimuli, path)
-    if categories is None and "categories" in others:
-        categories = [str(c) for c in np.asarray(others["categories"]).reshape(-1).tolist()]
-    categories, num_categories = given_categories(categories, num_categories)
-    limit = num_categories if num_categories is not None else MAX_CATEGORIES
-    bad = outside_categories(preds, limit)
-    if bad.any():
-        at = np.argwhere(bad)[0]
-        place = f"model {models[at[0]]!r}, stimulus {stimuli[block.start + at[1]]!r}"
-        if num_categories is None and preds[tuple(at)] >= limit:
-            raise too_large(path, f"predictions value {preds[tuple(at)]:,} at {place}")
-        raise out_of_range(f"{path}: predictions value {preds[tuple(at)]} at {place}", limit)
-    if labels is not None:  # whole on every process: checked as one process does
-        bad = outside_categories(labels, limit)
-        if bad.any():
-            at = int(np.flatnonzero(bad)[0])
-            raise out_of_range(f"{path}: labels value {labels[at]} at stimulus {stimuli[at]!r}", limit)
-    groups, conditions = (None if others.get(name) is None else
-                          [str(v) for v in np.asarray(others[name]).reshape(-1).tolist()]
-                          for name in ("rater_groups", "conditions"))
-    if groups is not None and len(groups) != num_models:
-        raise ValueError(f"{path}: rater_groups has {len(groups)} entries but there are {num_models} models")
+    models, stimuli, labels, categories, num_categories = table_fields(path, others, num_models, num_stimuli,
+                                                                       categories, num_categories)
+    # Labels are whole on every process: checked as one process checks them.
+    check_table_values(path, preds, labels, models, stimuli, num_categories, first_stimulus=block.start)
+    groups, conditions, observed = optional_fields(others, num_models, num_stimuli, path)
     table = PredictionTable(preds.astype(np.int32), None if labels is None else labels.astype(np.int32), models,
                             stimuli, list(categories) if categories is not None else [], groups, conditions,
-                            others.get("observed"))
+                            observed)
     return PredictionBlock(table, block, True)
 
 

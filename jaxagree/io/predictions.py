@@ -268,12 +268,37 @@ def _read_wide(path: Path, categories, num_categories) -> PredictionTable:
             )
     preds = arrays["predictions"]
     num_models, num_stimuli = check_prediction_array(path, preds.shape, preds.dtype)
+    models, stimuli, labels, categories, num_categories = table_fields(path, arrays, num_models, num_stimuli,
+                                                                       categories, num_categories)
+    check_table_values(path, preds, labels, models, stimuli, num_categories)
+    if num_categories is None:
+        num_categories = int(max(preds.max(), labels.max() if labels is not None else -1)) + 1
+        if num_categories < 1:
+            raise ValueError(f"{path}: no model gave any response")
+    names = list(categories) if categories is not None else [str(i) for i in range(num_categories)]
+    labels = None if labels is None else labels.astype(np.int32)
+    return PredictionTable(preds.astype(np.int32), labels, models, stimuli, names,
+                           *optional_fields(arrays, num_models, num_stimuli, path))
+
+
+def table_fields(path, arrays: dict, num_models: int, num_stimuli: int, categories, num_categories) -> tuple:
+    """(models, stimuli, labels, categories, num_categories) of a stored table's ``arrays`` (an
+    ``.npz``'s members besides ``predictions``): names checked against the counts, categories from
+    the arguments or else the file."""
     models = names_array(arrays.get("models"), num_models, "model_", path, "models", "predictions")
     stimuli = names_array(arrays.get("stimuli"), num_stimuli, "", path, "stimuli", "predictions")
     labels = labels_array(arrays, num_stimuli, path)
     if categories is None and "categories" in arrays:
         categories = [str(c) for c in np.asarray(arrays["categories"]).reshape(-1).tolist()]
     categories, num_categories = given_categories(categories, num_categories)
+    return models, stimuli, labels, categories, num_categories
+
+
+def check_table_values(path, preds: np.ndarray, labels: np.ndarray | None, models: list[str], stimuli: list[str],
+                       num_categories: int | None, first_stimulus: int = 0) -> None:
+    """A ``ValueError`` naming the model and stimulus of the first prediction or label outside
+    ``[-1, num_categories)`` (outside what any table may hold when ``num_categories`` is None).
+    ``preds`` may be a block of stimuli starting at ``first_stimulus``; ``labels`` are whole."""
     # The bound applies before the range check: values far past it must not size anything.
     limit = num_categories if num_categories is not None else MAX_CATEGORIES
     for name, values in (("predictions", preds), ("labels", labels)):
@@ -283,23 +308,15 @@ def _read_wide(path: Path, categories, num_categories) -> PredictionTable:
         if bad.any():
             at = np.argwhere(bad)[0]
             place = (
-                f"model {models[at[0]]!r}, stimulus {stimuli[at[1]]!r}" if values.ndim == 2
+                f"model {models[at[0]]!r}, stimulus {stimuli[first_stimulus + at[1]]!r}" if values.ndim == 2
                 else f"stimulus {stimuli[at[0]]!r}"
             )
             if num_categories is None and values[tuple(at)] >= limit:
                 raise too_large(path, f"{name} value {values[tuple(at)]:,} at {place}")
             raise out_of_range(f"{path}: {name} value {values[tuple(at)]} at {place}", limit)
-    if num_categories is None:
-        num_categories = int(max(preds.max(), labels.max() if labels is not None else -1)) + 1
-        if num_categories < 1:
-            raise ValueError(f"{path}: no model gave any response")
-    names = list(categories) if categories is not None else [str(i) for i in range(num_categories)]
-    labels = None if labels is None else labels.astype(np.int32)
-    return PredictionTable(preds.astype(np.int32), labels, models, stimuli, names,
-                           *_optional_fields(arrays, num_models, num_stimuli, path))
 
 
-def _optional_fields(arrays: dict, num_models: int, num_stimuli: int, path: Path) -> tuple:
+def optional_fields(arrays: dict, num_models: int, num_stimuli: int, path: Path) -> tuple:
     """``rater_groups``, ``conditions`` and ``observed`` of an ``.npz``, each None where absent."""
 
     def strings(field: str, count: int, counted: str) -> list[str] | None:
