@@ -298,23 +298,23 @@ def test_hf_checkpoints_through_the_inventory_equal_calling_them_directly(hf_zoo
         loaded = load_model(spec)
         pixels = jnp.transpose(preprocess_images(jnp.asarray(images), loaded.preprocess), (0, 3, 1, 2))
         if spec.options["task"] == "features":
-            model = tf.FlaxCLIPVisionModel.from_pretrained(folder / "clip")
-            np.testing.assert_allclose(result.features["penultimate"][m], np.asarray(model(pixels).pooler_output),
-                                       atol=2e-5)
+            model, params = tf.FlaxCLIPVisionModel.from_pretrained(folder / "clip", _do_init=False)
+            np.testing.assert_allclose(result.features["penultimate"][m],
+                                       np.asarray(model(pixels, params=params).pooler_output), atol=2e-5)
             assert (result.predictions[m] == -1).all() and result.num_classes[m] == 0
             continue
-        model = tf.FlaxAutoModelForImageClassification.from_pretrained(spec.source[3:])
-        logits = np.asarray(model(pixels).logits)
+        # HF's own loading and call, without its eager random initialisation (op by op, slow).
+        model, params = tf.FlaxAutoModelForImageClassification.from_pretrained(spec.source[3:], _do_init=False)
+        output = model(pixels, params=params, output_hidden_states=True)
+        logits = np.asarray(output.logits)
         np.testing.assert_array_equal(result.predictions[m], logits.argmax(-1))
         # The features are exactly what the classification head receives.
-        params = model.params.get("params", model.params)
-        head = jax.tree.leaves(params["classifier"])
+        head = jax.tree.leaves(params.get("params", params)["classifier"])
         kernel, bias = (h for h in sorted(head, key=lambda h: -h.ndim))
         penultimate = result.features["penultimate"][m]
         np.testing.assert_allclose(penultimate @ np.asarray(kernel) + np.asarray(bias), logits, atol=1e-4)
         # Hidden states are offered as pooled layers too, and match HF's own.
-        hidden = model(pixels, output_hidden_states=True).hidden_states
-        assert loaded.layers[:-1] == tuple(f"hidden_states.{i}" for i in range(len(hidden)))
+        assert loaded.layers[:-1] == tuple(f"hidden_states.{i}" for i in range(len(output.hidden_states)))
     # Preprocessing from the processor config (conv nets) or the model config (ViT).
     assert load_model(zoo[2]).preprocess.size == 32 and load_model(zoo[2]).preprocess.mean == (0.5, 0.5, 0.5)
     assert load_model(zoo[0]).preprocess.size == 32
@@ -331,6 +331,20 @@ def test_hf_missing_checkpoint_says_how_to_use_a_local_folder(tmp_path, monkeypa
         load_model(ModelSpec("a", f"hf:{tmp_path / 'empty'}", "attention", {}, {}))
     with pytest.raises(ValueError, match="option 'task' must be 'classification' or"):
         load_model(ModelSpec("a", f"hf:{tmp_path / 'empty'}", "attention", {"task": "segmentation"}, {}))
+
+
+def test_an_hf_backbone_loaded_as_a_classifier_is_refused_not_given_a_random_head(tmp_path):
+    import transformers as tf
+
+    from jaxagree.models import ModelSpec
+
+    config = tf.ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=32)
+    tf.FlaxViTModel(config, seed=0).save_pretrained(tmp_path / "backbone")
+    spec = ModelSpec("bare", f"hf:{tmp_path / 'backbone'}", "attention", {}, {})
+    with pytest.raises(ValueError, match=r"model 'bare'.*lacks weights.*classifier/kernel.*task = \"features\""):
+        load_model(spec)
+    assert load_model(spec._replace(options={"task": "features"})).layers  # the same folder as a backbone
 
 
 def test_models_of_one_architecture_share_a_compiled_forward():

