@@ -11,7 +11,7 @@ from typing import NamedTuple, no_type_check
 import numpy as np
 
 from jaxagree._checks import require_confidence, require_positive_int, require_seed
-from jaxagree.cka import check_same_stimuli, cka_bootstrap
+from jaxagree.cka import check_same_stimuli, cka_bootstrap_replicates
 from jaxagree.identify import IdentifiabilityScores, encode_groups, identifiability_scores
 
 SCORES = IdentifiabilityScores._fields
@@ -165,9 +165,9 @@ def stimuli_needed(
     order = np.random.default_rng(int(seed)).permutation(pool)
     replicates = np.empty((len(sizes), num_bootstrap))
     for k, n in enumerate(sizes):
-        boot = cka_bootstrap(features, num_bootstrap=num_bootstrap, seed=int(seed), debiased=debiased,
-                             stimuli=np.sort(order[:n]), max_bytes=max_bytes)
-        scores = identifiability_scores(boot.replicates, ids, len(names))
+        boot = cka_bootstrap_replicates(features, num_bootstrap=num_bootstrap, seed=int(seed), debiased=debiased,
+                                        stimuli=np.sort(order[:n]), max_bytes=max_bytes)
+        scores = identifiability_scores(boot, ids, len(names))
         replicates[k] = np.asarray(getattr(scores, score), np.float64)
     tails = 100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2
     with warnings.catch_warnings():  # a size whose replicates are all NaN gives NaN, said by the fields

@@ -4,7 +4,7 @@ stimuli streamed in batches, or every pair over bootstrap resamples of the stimu
 
 from jaxagree.cka import plan, resample
 from jaxagree.cka._accumulator import CKAAccumulator
-from jaxagree.cka._bootstrap import CKABootstrap, cka_bootstrap
+from jaxagree.cka._bootstrap import CKABootstrap, cka_bootstrap, cka_bootstrap_replicates
 from jaxagree.cka._checks import check_same_stimuli
 from jaxagree.cka._matrix import cka_matrix, linear_cka
 from jaxagree.cka._moments import CKAState
@@ -20,6 +20,7 @@ __all__ = [
     "bootstrap_weights",
     "check_same_stimuli",
     "cka_bootstrap",
+    "cka_bootstrap_replicates",
     "cka_matrix",
     "cka_stream",
     "linear_cka",

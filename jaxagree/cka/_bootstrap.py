@@ -178,6 +178,21 @@ def cka_bootstrap(
       ``gathered``). A model constant on a resample gets NaN in its row and column of that
       replicate (with a warning).
     """
+    models, labels, subset, draws, max_bytes = _prepared(features, num_bootstrap, seed, indices, debiased, stimuli,
+                                                         max_bytes)
+    stacked = features if hasattr(features, "ndim") else None
+    replicates, gathered = bootstrap_replicates(models, labels, stacked, subset, draws, debiased, max_bytes)
+    set_size = draws.shape[1]
+    whole = features if stacked is not None and subset is None else \
+        [m if subset is None else m[subset] for m in models]
+    estimate = cka_matrix(whole, debiased=debiased, max_bytes=max_bytes)
+    set_indices = np.arange(set_size) if subset is None else subset
+    return CKABootstrap(jnp.asarray(replicates, jnp.float32), estimate, draws, jnp.asarray(set_indices, jnp.int32),
+                        jnp.asarray(gathered, jnp.int32))
+
+
+def _prepared(features, num_bootstrap, seed, indices, debiased: bool, stimuli, max_bytes):
+    """(models, labels, subset, draws [replicates, set], max_bytes), checked."""
     models, labels = check_features(features, debiased=debiased, min_models=2)
     subset = None if stimuli is None else check_stimulus_indices(stimuli, shapes(models)[0][0])
     set_size = shapes(models)[0][0] if subset is None else len(subset)
@@ -187,21 +202,24 @@ def cka_bootstrap(
         raise ValueError(f"stimuli: {set_size} stimuli; {estimator} CKA needs at least {least}")
     draws = replicate_indices(num_bootstrap, seed, indices, set_size)
     max_bytes = plan.default_max_bytes() if max_bytes is None else int(max_bytes)
-    stacked = features if hasattr(features, "ndim") else None
+    return models, labels, subset, draws, max_bytes
+
+
+def bootstrap_replicates(models: Sequence, labels: Sequence[str], stacked, subset, draws: jax.Array,
+                         debiased: bool, max_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(replicates ``[replicates, models, models]``, gathered ``[k]``) of :func:`cka_bootstrap`,
+    without its estimate over the whole set."""
+    set_size = draws.shape[1]
     weights = bootstrap_weights(draws, set_size)
     inner, bound = resampled_inner(models, stacked, subset, weights, debiased, max_bytes)
-
-    def resample(positions) -> list:
-        picked = positions if subset is None else subset[positions]
-        return [m[picked] for m in models]
-
     replicates = np.stack([normalise(matrix) for matrix in inner])
     diagonal = np.diagonal(inner, axis1=1, axis2=2)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="cka_matrix:", category=RuntimeWarning)
         gathered = np.flatnonzero((diagonal < RELATIVE_FLOOR * bound).any(axis=1))
         for r in gathered:
-            replicates[r] = np.asarray(cka_matrix(resample(np.asarray(draws[r])), debiased=debiased,
+            picked = np.asarray(draws[r]) if subset is None else subset[np.asarray(draws[r])]
+            replicates[r] = np.asarray(cka_matrix([m[picked] for m in models], debiased=debiased,
                                                   max_bytes=max_bytes))
     constant = np.isnan(np.diagonal(replicates, axis1=1, axis2=2))
     replicates[:, np.arange(len(models)), np.arange(len(models))] = np.where(constant, np.nan, 1.0)
@@ -209,12 +227,20 @@ def cka_bootstrap(
         counts = constant.sum(axis=0)
         names = ", ".join(f"{labels[m]} ({counts[m]})" for m in np.flatnonzero(counts)[:10])
         warnings.warn(f"cka_bootstrap: constant over the resampled stimuli in some of {len(inner)} replicates "
-                      f"(count): {names}; NaN row and column there", RuntimeWarning, stacklevel=2)
-    whole = features if stacked is not None and subset is None else resample(np.arange(set_size))
-    estimate = cka_matrix(whole, debiased=debiased, max_bytes=max_bytes)
-    set_indices = np.arange(set_size) if subset is None else subset
-    return CKABootstrap(jnp.asarray(replicates, jnp.float32), estimate, draws, jnp.asarray(set_indices, jnp.int32),
-                        jnp.asarray(gathered, jnp.int32))
+                      f"(count): {names}; NaN row and column there", RuntimeWarning, stacklevel=3)
+    return replicates, gathered
+
+
+def cka_bootstrap_replicates(features, *, num_bootstrap: int | None = None, seed: int | None = None,
+                             debiased: bool = False, stimuli=None, max_bytes: int | None = None) -> np.ndarray:
+    """:func:`cka_bootstrap`'s ``replicates`` alone (float32), without the whole set's estimate
+    (a second all-pairs CKA, compiled for the set's size): for callers that need only the
+    replicates, as :func:`~jaxagree.stimuli_needed` at each of its sizes."""
+    models, labels, subset, draws, max_bytes = _prepared(features, num_bootstrap, seed, None, debiased, stimuli,
+                                                         max_bytes)
+    stacked = features if hasattr(features, "ndim") else None
+    replicates, _ = bootstrap_replicates(models, labels, stacked, subset, draws, debiased, max_bytes)
+    return replicates.astype(np.float32)
 
 
 __all__ = ["CKABootstrap", "cka_bootstrap", "check_replicate_indices"]
