@@ -6,7 +6,8 @@ the classification head receives (the pooled penultimate representation), captur
 intercepting the module named ``classifier``. With ``task = "features"`` a backbone loads with
 ``FlaxAutoModel`` (``FlaxCLIPVisionModel`` for CLIP): features are its pooled output and there
 are no predictions (-1, "no response"). Weights come from the checkpoint alone: one that lacks
-some (a backbone loaded as a classifier has no head) is an error, never completed at random.
+some (a backbone loaded as a classifier has no head) is an error, never completed at random
+(except with ``from_pt``, where HF's PyTorch conversion initialises them and logs a warning).
 
 Preprocessing follows the checkpoint's own image processor (``preprocessor_config.json``: its
 class's resize and crop rule, ``resample`` filter, rescale and normalisation) when it has one,
@@ -95,18 +96,21 @@ def load_hf(name: str, location: str, options: dict) -> tuple[HfForward, Any, Pr
     from transformers import AutoConfig, FlaxAutoModel, FlaxAutoModelForImageClassification, FlaxCLIPVisionModel
 
     kwargs = {k: options[k] for k in ("from_pt", "revision") if k in options}
-    # _do_init=False: the weights come from the checkpoint only. The default first initialises
+    # _do_init=False: the weights come from the checkpoint only. HF's default first initialises
     # every weight at random, eagerly (a second copy of the model, op by op), and then fills any
-    # weight the checkpoint lacks from that draw, silently; here a missing weight is an error.
-    kwargs["_do_init"] = False
+    # weight the checkpoint lacks from that draw, with a logged warning; here a missing weight is
+    # an error. Converting PyTorch weights (from_pt) reads that random draw, so it keeps HF's way.
+    initialise = bool(kwargs.get("from_pt", False))
+    kwargs["_do_init"] = initialise
     try:
         config = AutoConfig.from_pretrained(location, revision=kwargs.get("revision"))
         if task == "classification":
-            model, params = FlaxAutoModelForImageClassification.from_pretrained(location, **kwargs)
+            loaded = FlaxAutoModelForImageClassification.from_pretrained(location, **kwargs)
         elif config.model_type in ("clip", "clip_vision_model"):
-            model, params = FlaxCLIPVisionModel.from_pretrained(location, **kwargs)
+            loaded = FlaxCLIPVisionModel.from_pretrained(location, **kwargs)
         else:
-            model, params = FlaxAutoModel.from_pretrained(location, **kwargs)
+            loaded = FlaxAutoModel.from_pretrained(location, **kwargs)
+        model, params = (loaded, loaded.params) if initialise else loaded
     except (OSError, ValueError, KeyError) as error:
         local = Path(location).exists()
         hint = (
@@ -116,7 +120,8 @@ def load_hf(name: str, location: str, options: dict) -> tuple[HfForward, Any, Pr
             "download it where there is network (model.save_pretrained(FOLDER)) and use source = \"hf:FOLDER\""
         )
         raise ValueError(f"model {name!r}: cannot load hf checkpoint {location!r}: {hint}. ({error})") from None
-    _check_complete(name, location, task, model, params)
+    if not initialise:
+        _check_complete(name, location, task, model, params)
     return HfForward(model.module, task, config), params, _preprocess(name, location, config)
 
 
