@@ -347,6 +347,28 @@ def test_an_hf_backbone_loaded_as_a_classifier_is_refused_not_given_a_random_hea
     assert load_model(spec._replace(options={"task": "features"})).layers  # the same folder as a backbone
 
 
+def test_an_hf_pytorch_checkpoint_converts_with_from_pt(tmp_path):
+    """from_pt needs HF's own initialisation (its conversion reads it); torch is not a test
+    dependency, so this runs where a developer has it (checked with torch 2.13.0)."""
+    torch = pytest.importorskip("torch")
+    import transformers as tf
+
+    from jaxagree.models import ModelSpec
+
+    config = tf.ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=32, num_labels=5)
+    torch.manual_seed(0)
+    reference = tf.ViTForImageClassification(config).eval()
+    reference.save_pretrained(tmp_path / "pt")
+    model = load_model(ModelSpec("pt", f"hf:{tmp_path / 'pt'}", "attention", {"from_pt": True}, {}))
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    pixels = preprocess_images(jnp.asarray(images), model.preprocess)
+    logits, _ = model.forward(model.params, pixels)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(np.asarray(pixels).transpose(0, 3, 1, 2).copy())).logits.numpy()
+    np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-5)
+
+
 def test_models_of_one_architecture_share_a_compiled_forward():
     from jaxagree.models import ModelSpec
 
