@@ -243,4 +243,5 @@ def cka_bootstrap_replicates(features, *, num_bootstrap: int | None = None, seed
     return replicates.astype(np.float32)
 
 
-__all__ = ["CKABootstrap", "bootstrap_replicates", "cka_bootstrap", "cka_bootstrap_replicates", "check_replicate_indices"]
+__all__ = ["CKABootstrap", "bootstrap_replicates", "cka_bootstrap", "cka_bootstrap_replicates",
+           "check_replicate_indices"]
