@@ -151,6 +151,7 @@ def test_extract_benchmark_quick_run():
     assert "| ViT-B/16 | 8 |" in table and "| ResNet-50 | 8 |" in table
 
 
+@pytest.mark.slow  # `make test-all`: device_all's dry run (in make test) covers the same models on the device path
 def test_device_extract_quick_run():
     from benchmarks import device_extract
 
