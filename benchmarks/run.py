@@ -17,6 +17,7 @@ from benchmarks import (  # noqa: E402
     bench_bootstrap,
     bench_cka,
     bench_cka_grid,
+    bench_cost_model,
     bench_extract,
     bench_sources,
 )
@@ -24,7 +25,7 @@ from benchmarks import (  # noqa: E402
 BENCHMARKS = {"agreement": bench_agreement.main, "agreement-bootstrap": bench_agreement_bootstrap.main,
               "cka": bench_cka.main, "cka-grid": bench_cka_grid.main,
               "bootstrap": bench_bootstrap.main, "extract": bench_extract.main,
-              "sources": bench_sources.main}
+              "sources": bench_sources.main, "cost-model": bench_cost_model.main}
 
 
 def main(argv: list[str]) -> None:

@@ -158,6 +158,15 @@ def test_device_extract_quick_run():
     assert "| ResNet-50 | 8 |" in device_extract.main(["--quick"])
 
 
+@pytest.mark.slow  # `make test-all`: a full quick run
+def test_cost_model_benchmark_quick_run():
+    from benchmarks import bench_cost_model
+
+    table = bench_cost_model.main(["--quick", "--no-save"])
+    rows = [line for line in table.splitlines() if line.startswith("| 40 x")]
+    assert len(rows) == 4 and all("dense table" in row or "per rating" in row for row in rows)
+
+
 def test_sources_benchmark_quick_run():
     from benchmarks import bench_sources
 

@@ -18,26 +18,32 @@ from jaxagree.counts._checks import Raters, check_predictions, raters_from_mask
 from jaxagree.counts._kernels import block_stats, onehot_stats, sparse_stats, stimuli_per_block, wide_block_stats
 from jaxagree.stats import WIDE_RATERS
 
-# The cost model that picks a stats kernel and its block size: nanoseconds on one core of a
-# 2-core AVX-512 CPU (the benchmark's machine), from timings of each kernel forced on the
-# benchmark's cases (benchmarks/bench_agreement.py shows the choice and the times).
-_SCATTER_NS = 1.5  # dense kernel, per rating: one scatter-add into a cache-resident table
-_CELL_NS = 0.15  # dense kernel, per table cell: zeroing and the vectorised sweep
-_SPARSE_NS = 4.5  # sparse kernel, per rating: scatter-add, gather, scatter-clear
-_ONEHOT_NS = 0.06  # one-hot kernel, per rating and category: a vectorised compare-and-add
+# The cost model that picks a stats kernel and its block size: nanoseconds of wall time per
+# stimulus on one core of a 2-core AVX-512 CPU (the benchmark's machine). The ratios between the
+# terms come from timings of each kernel forced on bench_agreement's cases; the common scale
+# (_SCALE) from benchmarks/bench_cost_model.py (2026-12-03: 400 models x 20,000 stimuli, 100-10,000
+# categories, 1 and 8 subsets), where the estimates had been 4-20x low. Now: the dense table
+# within 40% while a block's table fits in L2 (2.5x low beyond: 10,000 categories x 8 subsets),
+# per rating within 1.6x (3.4x low at 10,000 x 8). The choice was the fastest kernel, or within
+# 15% of it, at all 10 sizes of that grid.
+_SCALE = 6.0
+_SCATTER_NS = 1.5 * _SCALE  # dense kernel, per rating: one scatter-add into a cache-resident table
+_CELL_NS = 0.15 * _SCALE  # dense kernel, per table cell: zeroing and the vectorised sweep
+_SPARSE_NS = 4.5 * _SCALE  # sparse kernel, per rating: scatter-add, gather, scatter-clear
+_ONEHOT_NS = 0.06 * _SCALE  # one-hot kernel, per rating and category: a vectorised compare-and-add
 # Scatter kernels, per distinct answer of a stimulus (its table line is first touched there), by
 # the size of the block's working set (bytes): about 1 ns in L1 (32 KiB), 5 ns at 1 MiB of L2,
-# 15 ns beyond L2 (4 MiB), interpolated in log2 of the size. A block with few distinct answers
-# per stimulus may be large; with many it must be small to stay near L1, and then the per-block
-# cost grows: this is where distinct answers change the choice.
-_MISS_NS = ((2**15, 1.0), (2**20, 5.0), (2**22, 15.0))
-_BLOCK_NS = 500.0  # every kernel, per block: one loop iteration's fixed work
+# 15 ns beyond L2 (4 MiB) before the common scale, interpolated in log2 of the size. A block with
+# few distinct answers per stimulus may be large; with many it must be small to stay near L1,
+# and then the per-block cost grows: this is where distinct answers change the choice.
+_MISS_NS = ((2**15, 1.0 * _SCALE), (2**20, 5.0 * _SCALE), (2**22, 15.0 * _SCALE))
+_BLOCK_NS = 500.0 * _SCALE  # every kernel, per block: one loop iteration's fixed work
 _LINE_CELLS = 32  # int16 table cells per 64-byte line
 ONEHOT_BLOCK = 2**16  # ratings in a one-hot block
 _ONEHOT_MAX_CATEGORIES = 256
 _SPARSE_MAX_RATERS = 4096
 _SAMPLE_STIMULI = 64  # stimuli sampled to estimate distinct answers per stimulus
-_MIN_SPLIT_NS = 2e6  # estimated work (ns) from which stimulus pieces run on several cores
+_MIN_SPLIT_NS = 2e6 * _SCALE  # estimated work (ns) from which stimulus pieces run on several cores
 # Tests force one kernel: "dense", "sparse" or "one-hot" (None: the cost model decides).
 FORCE_METHOD: str | None = None
 
