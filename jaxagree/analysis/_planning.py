@@ -164,9 +164,9 @@ def stimuli_needed(
     sizes = _check_sizes(sizes, pool)
     order = np.random.default_rng(int(seed)).permutation(pool)
     replicates = np.empty((len(sizes), num_bootstrap))
-    for k, n in enumerate(sizes):
-        boot = cka_bootstrap_replicates(features, num_bootstrap=num_bootstrap, seed=int(seed), debiased=debiased,
-                                        stimuli=np.sort(order[:n]), max_bytes=max_bytes)
+    boots = cka_bootstrap_replicates(features, [np.sort(order[:n]) for n in sizes], num_bootstrap=num_bootstrap,
+                                     seed=int(seed), debiased=debiased, max_bytes=max_bytes)
+    for k, boot in enumerate(boots):
         scores = identifiability_scores(boot, ids, len(names))
         replicates[k] = np.asarray(getattr(scores, score), np.float64)
     tails = 100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2

@@ -178,8 +178,9 @@ def cka_bootstrap(
       ``gathered``). A model constant on a resample gets NaN in its row and column of that
       replicate (with a warning).
     """
-    models, labels, subset, draws, max_bytes = _prepared(features, num_bootstrap, seed, indices, debiased, stimuli,
-                                                         max_bytes)
+    models, labels = check_features(features, debiased=debiased, min_models=2)
+    subset, draws = _set_draws(models, stimuli, num_bootstrap, seed, indices, debiased)
+    max_bytes = plan.default_max_bytes() if max_bytes is None else int(max_bytes)
     stacked = features if hasattr(features, "ndim") else None
     replicates, gathered = bootstrap_replicates(models, labels, stacked, subset, draws, debiased, max_bytes)
     set_size = draws.shape[1]
@@ -191,18 +192,15 @@ def cka_bootstrap(
                         jnp.asarray(gathered, jnp.int32))
 
 
-def _prepared(features, num_bootstrap, seed, indices, debiased: bool, stimuli, max_bytes):
-    """(models, labels, subset, draws [replicates, set], max_bytes), checked."""
-    models, labels = check_features(features, debiased=debiased, min_models=2)
+def _set_draws(models: Sequence, stimuli, num_bootstrap, seed, indices, debiased: bool):
+    """(the set's stimulus indices or None for all, draws ``[replicates, set]``), checked."""
     subset = None if stimuli is None else check_stimulus_indices(stimuli, shapes(models)[0][0])
     set_size = shapes(models)[0][0] if subset is None else len(subset)
     least = 4 if debiased else 2
     if set_size < least:
         estimator = "debiased" if debiased else "biased"
         raise ValueError(f"stimuli: {set_size} stimuli; {estimator} CKA needs at least {least}")
-    draws = replicate_indices(num_bootstrap, seed, indices, set_size)
-    max_bytes = plan.default_max_bytes() if max_bytes is None else int(max_bytes)
-    return models, labels, subset, draws, max_bytes
+    return subset, replicate_indices(num_bootstrap, seed, indices, set_size)
 
 
 def bootstrap_replicates(models: Sequence, labels: Sequence[str], stacked, subset, draws: jax.Array,
@@ -231,16 +229,21 @@ def bootstrap_replicates(models: Sequence, labels: Sequence[str], stacked, subse
     return replicates, gathered
 
 
-def cka_bootstrap_replicates(features, *, num_bootstrap: int | None = None, seed: int | None = None,
-                             debiased: bool = False, stimuli=None, max_bytes: int | None = None) -> np.ndarray:
-    """:func:`cka_bootstrap`'s ``replicates`` alone (float32), without the whole set's estimate
-    (a second all-pairs CKA, compiled for the set's size): for callers that need only the
-    replicates, as :func:`~jaxagree.stimuli_needed` at each of its sizes."""
-    models, labels, subset, draws, max_bytes = _prepared(features, num_bootstrap, seed, None, debiased, stimuli,
-                                                         max_bytes)
+def cka_bootstrap_replicates(features, stimulus_sets: Sequence, *, num_bootstrap: int | None = None,
+                             seed: int | None = None, debiased: bool = False,
+                             max_bytes: int | None = None) -> list[np.ndarray]:
+    """:func:`cka_bootstrap`'s ``replicates`` (float32) within each of ``stimulus_sets``, the
+    features checked once for all of them and without the whole set's estimate (a second
+    all-pairs CKA, compiled for each set's size): as :func:`~jaxagree.stimuli_needed` needs them."""
+    models, labels = check_features(features, debiased=debiased, min_models=2)
+    max_bytes = plan.default_max_bytes() if max_bytes is None else int(max_bytes)
     stacked = features if hasattr(features, "ndim") else None
-    replicates, _ = bootstrap_replicates(models, labels, stacked, subset, draws, debiased, max_bytes)
-    return replicates.astype(np.float32)
+    results = []
+    for stimuli in stimulus_sets:
+        subset, draws = _set_draws(models, stimuli, num_bootstrap, seed, None, debiased)
+        replicates, _ = bootstrap_replicates(models, labels, stacked, subset, draws, debiased, max_bytes)
+        results.append(replicates.astype(np.float32))
+    return results
 
 
 __all__ = ["CKABootstrap", "bootstrap_replicates", "cka_bootstrap", "cka_bootstrap_replicates",
